@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine (see README):
+#   make demo   set up, then train -> evaluate -> generate on tinyshakespeare
+#   make test   set up, then run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The shared data mirror is used when it sits beside the checkout; otherwise data is downloaded once.
+ZOO_DATA_DIR ?= $(if $(wildcard ../shared/data/MANIFEST.json),$(abspath ../shared/data),)
+export ZOO_DATA_DIR
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup demo test lint clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(PY) -m zoo.demo
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) runs
