@@ -1,0 +1,84 @@
+"""The registry of named zoo models: name -> (config dataclass, presets, model class)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+
+from zoo.errors import ZooError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named model: its config dataclass, presets, and a builder ``(vocab_size, config) -> Model``."""
+
+    name: str
+    description: str
+    config_class: type
+    presets: dict[str, dict]
+    builder: Callable[[int, object], keras.Model]
+    task: str = "causal_lm"
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add a model to the registry (called at import time by each model module)."""
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _ensure_loaded() -> None:
+    # Importing the model modules registers them.
+    from zoo.models import mlp_lm, recurrent_lm, transformer_lm  # noqa: F401
+
+
+def list_models() -> list[str]:
+    """Names of every registered model, sorted."""
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The ``ModelSpec`` of ``name``; unknown names raise ``ZooError`` listing the valid ones."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise ZooError(f"unknown model {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def make_config(name: str, preset: str = "tiny", **overrides):
+    """The config dataclass of ``name`` at ``preset`` with ``overrides`` applied (checked)."""
+    spec = get_spec(name)
+    if preset not in spec.presets:
+        raise ZooError(
+            f"unknown preset {preset!r} for model {name!r}; choose one of: {', '.join(spec.presets)}"
+        )
+    fields = {f.name for f in dataclasses.fields(spec.config_class)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ZooError(
+            f"unknown setting(s) {', '.join(unknown)} for model {name!r}; "
+            f"valid: {', '.join(sorted(fields))}"
+        )
+    values = {**spec.presets[preset], **overrides}
+    try:
+        return spec.config_class(**values)
+    except (TypeError, ValueError) as err:
+        raise ZooError(f"invalid settings for model {name!r}: {err}") from err
+
+
+def build_model(name: str, vocab_size: int, preset: str = "tiny", **overrides) -> keras.Model:
+    """Build the named model: int ids ``(batch, time)`` -> logits ``(batch, time, vocab_size)``.
+
+    Example:
+        >>> model = build_model("transformer_lm", vocab_size=65, preset="tiny", num_layers=2)
+    """
+    if int(vocab_size) < 5:
+        raise ZooError(f"vocab_size must be at least 5 (4 reserved ids). Received: {vocab_size}")
+    config = make_config(name, preset, **overrides)
+    return get_spec(name).builder(int(vocab_size), config)
