@@ -1,0 +1,199 @@
+"""``generate``: text in, continuation text out, for any zoo ``CausalLM`` and tokenizer."""
+
+from __future__ import annotations
+
+import numbers
+import secrets
+
+import numpy as np
+import tensorflow as tf
+
+from zoo.errors import ZooError
+from zoo.generation.decode import beam_search_ids, default_jit_compile, generate_ids
+
+__all__ = ["generate", "STRATEGIES"]
+
+STRATEGIES = ("greedy", "sample", "beam")
+_BOS_ID = 2
+_UNK_ID = 1
+_MASK63 = (1 << 63) - 1
+
+
+def _row_seed(seed: int, row: int) -> int:
+    """SplitMix64 of ``(seed, row)``: distinct, well-mixed 63-bit seeds for the rows of a call."""
+    z = (seed * 0x9E3779B97F4A7C15 + (row + 1) * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & ((1 << 64) - 1)
+    return (z ^ (z >> 31)) & _MASK63
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _validate(strategy, max_new_tokens, temperature, top_k, top_p, num_beams, seed, stop):
+    if strategy not in STRATEGIES:
+        raise ZooError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    if not _is_int(max_new_tokens) or max_new_tokens < 1:
+        raise ZooError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    if not _is_number(temperature) or not temperature >= 0:
+        raise ZooError(f"temperature must be a number >= 0, got {temperature!r}")
+    if not _is_int(top_k) or top_k < 0:
+        raise ZooError(f"top_k must be an integer >= 0 (0 = off), got {top_k!r}")
+    if not _is_number(top_p) or not 0 < top_p <= 1:
+        raise ZooError(f"top_p must be in (0, 1], got {top_p!r}")
+    if not _is_int(num_beams) or num_beams < 1:
+        raise ZooError(f"num_beams must be an integer >= 1, got {num_beams!r}")
+    if seed is not None and not _is_int(seed):
+        raise ZooError(f"seed must be an integer or None, got {seed!r}")
+    if stop is not None and (not isinstance(stop, str) or not stop):
+        raise ZooError(f"stop must be a non-empty string or None, got {stop!r}")
+
+
+def _unknown_characters(tokenizer, prompt: str) -> list[str]:
+    chars = sorted(set(prompt))
+    if not chars:
+        return []
+    ids = tokenizer.tokenize(tf.constant(chars))
+    return [c for c, row in zip(chars, ids.to_list(), strict=True) if _UNK_ID in row]
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts,
+    *,
+    max_new_tokens: int = 100,
+    strategy: str = "greedy",
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    num_beams: int = 4,
+    seed: int | None = None,
+    stop: str | None = None,
+    add_bos: bool = False,
+    stop_token_ids=(),
+    jit_compile: bool | None = None,
+):
+    """Continue ``prompts`` with ``model``; returns the continuations only.
+
+    Args:
+      model: a zoo ``CausalLM``.
+      tokenizer: a zoo ``Tokenizer`` (used in-graph: ``tokenize`` / ``detokenize``).
+      prompts: one string (a string is returned) or a list of strings (a list is returned).
+      max_new_tokens: tokens to generate at most (per prompt).
+      strategy: ``"greedy"``, ``"sample"`` (``temperature``, ``top_k``, ``top_p``, ``seed``)
+        or ``"beam"`` (``num_beams``).
+      temperature: ``>= 0``; 0 samples greedily.
+      top_k: keep the k most probable tokens (0 = off).
+      top_p: nucleus sampling in (0, 1] (1 = off).
+      num_beams: beam width for ``strategy="beam"``.
+      seed: sampling seed; ``None`` draws one at random. Row ``b`` of the batch uses a seed
+        derived from ``(seed, b)``, so the same call gives the same text.
+      stop: cut each continuation at the first occurrence of this string.
+      add_bos: prepend ``<bos>`` (models trained on line corpora); then an empty prompt is fine.
+      stop_token_ids: token ids that end a continuation (e.g. ``(3,)`` = ``<eos>``).
+      jit_compile: XLA or not; ``None`` = XLA when a GPU is visible.
+
+    Prompts longer than ``model.max_length - max_new_tokens`` tokens keep their last tokens.
+    Raises ``ZooError`` for bad arguments, empty prompts (without ``add_bos``) and characters a
+    character tokenizer does not know.
+    """
+    _validate(strategy, max_new_tokens, temperature, top_k, top_p, num_beams, seed, stop)
+    single = isinstance(prompts, str)
+    texts = [prompts] if single else list(prompts)
+    if not all(isinstance(t, str) for t in texts):
+        raise ZooError("prompts must be a string or a list of strings")
+    if not texts:
+        return []
+    if jit_compile is None:
+        jit_compile = default_jit_compile()
+
+    ids = tokenizer.tokenize(tf.constant(texts))
+    ids = tf.cast(ids, tf.int32)
+    if add_bos:
+        bos = tf.fill([len(texts), 1], tf.constant(_BOS_ID, tf.int32))
+        ids = tf.concat([tf.RaggedTensor.from_tensor(bos), ids], axis=1)
+    lengths = ids.row_lengths().numpy()
+    for text, n in zip(texts, lengths, strict=True):
+        if n == 0:
+            raise ZooError(f"empty prompt {text!r}: give at least one token (or use add_bos=True)")
+    if getattr(tokenizer, "kind", "") == "char":
+        for row, text in zip(ids.to_list(), texts, strict=True):
+            if _UNK_ID in row:
+                unknown = _unknown_characters(tokenizer, text)
+                raise ZooError(
+                    f"prompt {text!r} contains characters the tokenizer does not know: "
+                    f"{''.join(unknown)!r}"
+                )
+
+    max_length = getattr(model, "max_length", None)
+    if max_length is not None:
+        keep = max_length - max_new_tokens
+        if keep < 1:
+            raise ZooError(
+                f"max_new_tokens={max_new_tokens} must be smaller than the model's "
+                f"max_length={max_length}"
+            )
+        if int(lengths.max()) > keep:  # left truncation: keep the last tokens of each prompt
+            row_lengths = ids.row_lengths()
+            starts = tf.maximum(row_lengths - keep, 0)
+            positions = tf.ragged.range(row_lengths)
+            ids = tf.ragged.boolean_mask(ids, positions >= starts[:, None])
+            lengths = ids.row_lengths().numpy()
+
+    prompt_ids = ids.to_tensor(default_value=0)
+    prompt_lengths = tf.constant(lengths, tf.int32)
+    stop_token_ids = tuple(int(t) for t in stop_token_ids)
+
+    if strategy == "beam":
+        new_ids, num_new = beam_search_ids(
+            model,
+            prompt_ids,
+            prompt_lengths,
+            max_new_tokens,
+            num_beams,
+            stop_token_ids=stop_token_ids,
+            jit_compile=jit_compile,
+        )
+    elif strategy == "sample":
+        if seed is None:
+            seed = secrets.randbits(63)
+        batch = len(texts)
+        new_ids, num_new = generate_ids(
+            model,
+            prompt_ids,
+            prompt_lengths,
+            max_new_tokens,
+            temperature=tf.fill([batch], float(temperature)),
+            top_k=tf.fill([batch], int(top_k)),
+            top_p=tf.fill([batch], float(top_p)),
+            seeds=tf.constant(np.array([_row_seed(seed, b) for b in range(batch)], np.int64)),
+            stop_token_ids=stop_token_ids,
+            jit_compile=jit_compile,
+        )
+    else:
+        new_ids, num_new = generate_ids(
+            model,
+            prompt_ids,
+            prompt_lengths,
+            max_new_tokens,
+            stop_token_ids=stop_token_ids,
+            jit_compile=jit_compile,
+        )
+
+    ragged = tf.RaggedTensor.from_tensor(new_ids, lengths=num_new)
+    strings = tokenizer.detokenize(ragged).numpy()
+    outputs = []
+    for raw in strings:
+        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+        if stop is not None:
+            cut = text.find(stop)
+            if cut >= 0:
+                text = text[:cut]
+        outputs.append(text)
+    return outputs[0] if single else outputs
