@@ -1,0 +1,87 @@
+"""The ``zoo`` command line: happy path and one clear message + exit 2 for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def zoo_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True,
+                          env=ENV, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def cli_run(shakespeare_file, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("cli") / "run")
+    result = zoo_cli("train", "lstm_lm", "--data", shakespeare_file, "--out", out,
+                     "--max-steps", "4", "--batch-size", "4", "--seq-len", "16", "--quiet",
+                     "--set", "model.units=32", "--set", "checkpoint_every=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["steps"] == 4 and summary["perplexity"] > 1
+    return out
+
+
+def test_models_lists_the_zoo():
+    result = zoo_cli("models", "--verbose")
+    assert result.returncode == 0
+    for name in ("rnn_lm", "lstm_lm", "gru_lm", "mlp_lm", "transformer_lm"):
+        assert name in result.stdout
+    assert "tiny" in result.stdout
+
+
+def test_eval_prints_json_with_perplexity(cli_run):
+    result = zoo_cli("eval", cli_run, "--split", "validation")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads(result.stdout)
+    assert metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["loss"], rel=1e-6)
+    assert metrics["split"] == "validation" and metrics["tokens"] > 1000
+
+
+def test_generate_greedy_is_deterministic_and_sampling_seeded(cli_run):
+    a = zoo_cli("generate", cli_run, "--prompt", "First", "--max-new-tokens", "12")
+    b = zoo_cli("generate", cli_run, "--prompt", "First", "--max-new-tokens", "12")
+    assert a.returncode == 0, a.stderr[-2000:]
+    assert a.stdout == b.stdout and len(a.stdout.rstrip("\n")) > 0
+    s = zoo_cli("generate", cli_run, "--prompt", "First", "--strategy", "sample", "--top-k", "5",
+                "--seed", "3", "--max-new-tokens", "12")
+    assert s.returncode == 0, s.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "no_such_model", "--data", "{data}", "--out", "{tmp}/x"], "unknown model"),
+        (["train", "lstm_lm", "--preset", "huge", "--data", "{data}", "--out", "{tmp}/x"],
+         "unknown preset"),
+        (["train", "lstm_lm", "--data", "{tmp}/missing.txt", "--out", "{tmp}/x"], "missing.txt"),
+        (["train", "lstm_lm", "--data", "{tmp}/empty.txt", "--out", "{tmp}/x"], "empty"),
+        (["train", "lstm_lm", "--data", "{data}", "--out", "{tmp}/x", "--set", "nonsense=1"],
+         "unknown setting"),
+        (["train", "lstm_lm", "--data", "{data}", "--out", "{tmp}/x", "--set", "model.wings=2"],
+         "unknown setting"),
+        (["train", "lstm_lm", "--data", "dataset:nope", "--out", "{tmp}/x"], "nope"),
+        (["eval", "{tmp}/not_a_run"], "does not exist"),
+    ],
+)
+def test_bad_input_gives_one_message_and_exit_2(args, message, shakespeare_file, tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    args = [a.format(data=shakespeare_file, tmp=tmp_path) for a in args]
+    result = zoo_cli(*args)
+    assert result.returncode == 2, (result.stdout, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr
+
+
+def test_prompt_with_unknown_characters_is_refused(cli_run):
+    result = zoo_cli("generate", cli_run, "--prompt", "First 漢字")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "漢" in result.stderr

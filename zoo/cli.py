@@ -1,0 +1,156 @@
+"""The ``zoo`` command: models, train, eval, generate.
+
+Problems with what the user asked for are printed as one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from zoo.errors import ZooError  # noqa: E402
+
+
+def _cmd_models(args) -> int:
+    from zoo.models import get_spec, list_models
+
+    for name in list_models():
+        spec = get_spec(name)
+        line = f"{name:16s} {spec.description}"
+        if args.verbose:
+            line += f"  presets: {', '.join(spec.presets)}"
+        print(line)
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from zoo.config import parse_settings
+    from zoo.training import train
+
+    model_overrides, train_overrides = parse_settings(args.set or [])
+    settings = {
+        k: v
+        for k, v in dict(
+            vocab_size=args.vocab_size,
+            seq_len=args.seq_len,
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            learning_rate=args.learning_rate,
+        ).items()
+        if v is not None
+    }
+    settings.update(train_overrides)
+    run = train(
+        args.model,
+        args.data,
+        args.out,
+        preset=args.preset,
+        tokenizer=args.tokenizer,
+        model_overrides=model_overrides,
+        verbose=0 if args.quiet else 1,
+        **settings,
+    )
+    from zoo.run import METRICS_FILE, read_json
+
+    metrics = read_json(os.path.join(run.path, METRICS_FILE))
+    print(json.dumps({"run": run.path, "steps": metrics["steps"], **metrics["validation"]}, indent=2))
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from zoo.evaluation import evaluate
+
+    print(json.dumps(evaluate(args.run, data=args.data, split=args.split,
+                              batch_size=args.batch_size), indent=2))
+    return 0
+
+
+def _cmd_generate(args) -> int:
+    from zoo.run import load
+
+    run = load(args.run)
+    text = run.generate(
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        strategy=args.strategy,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        num_beams=args.num_beams,
+        seed=args.seed,
+        stop=args.stop,
+    )
+    print(args.prompt + text if args.echo else text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description="Keras/TensorFlow language-model zoo")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the named models")
+    p.add_argument("--verbose", "-v", action="store_true")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("train", help="train a named model on a corpus")
+    p.add_argument("model")
+    p.add_argument("--data", required=True, help="dataset:NAME, a .txt file or a directory of .txt")
+    p.add_argument("--out", required=True, help="run directory (rerun to resume)")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--tokenizer", default="char", choices=["char", "word", "wordpiece", "sentencepiece"])
+    p.add_argument("--vocab-size", type=int)
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="model.<field>=V or train.<field>=V (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="loss and perplexity over a whole split (JSON)")
+    p.add_argument("run")
+    p.add_argument("--data", help="default: the data the run was trained on")
+    p.add_argument("--split", default="validation", choices=["train", "validation", "test"])
+    p.add_argument("--batch-size", type=int)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("generate", help="continue a prompt")
+    p.add_argument("run")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=100)
+    p.add_argument("--strategy", default="greedy", choices=["greedy", "sample", "beam"])
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--num-beams", type=int, default=4)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--stop", help="cut the output at this string")
+    p.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
+    p.set_defaults(func=_cmd_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``zoo`` console script."""
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ZooError as err:
+        print(f"zoo: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("zoo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
