@@ -153,3 +153,12 @@ def test_kill_minus_nine_then_rerun_resumes_from_checkpoint(shakespeare_file, tm
     # the resumed run used the same batches and schedule: its model loads and is finite
     model = keras.saving.load_model(os.path.join(out, "model.keras"), safe_mode=True)
     assert np.isfinite(model(tf.constant([[5, 6, 7]])).numpy()).all()
+
+
+def test_transformer_generates_past_its_context_window(trained_runs):
+    run = trained_runs["transformer_lm"]  # context 32
+    assert run.model.max_length == 32
+    text = run.generate("ROMEO:", max_new_tokens=80)
+    head = run.generate("ROMEO:", max_new_tokens=16)
+    assert text.startswith(head)
+    assert len(run.tokenizer.tokenize_to_numpy(text)) == 80

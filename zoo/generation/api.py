@@ -132,61 +132,43 @@ def generate(
                 )
 
     max_length = getattr(model, "max_length", None)
-    if max_length is not None:
-        keep = max_length - max_new_tokens
-        if keep < 1:
-            raise ZooError(
-                f"max_new_tokens={max_new_tokens} must be smaller than the model's "
-                f"max_length={max_length}"
-            )
-        if int(lengths.max()) > keep:  # left truncation: keep the last tokens of each prompt
-            row_lengths = ids.row_lengths()
-            starts = tf.maximum(row_lengths - keep, 0)
-            positions = tf.ragged.range(row_lengths)
-            ids = tf.ragged.boolean_mask(ids, positions >= starts[:, None])
-            lengths = ids.row_lengths().numpy()
-
-    prompt_ids = ids.to_tensor(default_value=0)
-    prompt_lengths = tf.constant(lengths, tf.int32)
+    if max_length is not None and max_length < 2:
+        raise ZooError(f"the model's max_length={max_length} leaves no room to generate")
+    if seed is None and strategy == "sample":
+        seed = secrets.randbits(63)
     stop_token_ids = tuple(int(t) for t in stop_token_ids)
+    decode_args = dict(
+        strategy=strategy, temperature=temperature, top_k=top_k, top_p=top_p,
+        num_beams=num_beams, stop_token_ids=stop_token_ids, jit_compile=jit_compile,
+    )
 
-    if strategy == "beam":
-        new_ids, num_new = beam_search_ids(
-            model,
-            prompt_ids,
-            prompt_lengths,
-            max_new_tokens,
-            num_beams,
-            stop_token_ids=stop_token_ids,
-            jit_compile=jit_compile,
-        )
-    elif strategy == "sample":
-        if seed is None:
-            seed = secrets.randbits(63)
-        batch = len(texts)
-        new_ids, num_new = generate_ids(
-            model,
-            prompt_ids,
-            prompt_lengths,
-            max_new_tokens,
-            temperature=tf.fill([batch], float(temperature)),
-            top_k=tf.fill([batch], int(top_k)),
-            top_p=tf.fill([batch], float(top_p)),
-            seeds=tf.constant(np.array([_row_seed(seed, b) for b in range(batch)], np.int64)),
-            stop_token_ids=stop_token_ids,
-            jit_compile=jit_compile,
-        )
+    if max_length is None or max_new_tokens < max_length:
+        # One pass: keep the last (max_length - max_new_tokens) prompt tokens if needed.
+        keep = None if max_length is None else max_length - max_new_tokens
+        rows, _ = _decode(model, _keep_last(ids, keep), max_new_tokens, seed, **decode_args)
     else:
-        new_ids, num_new = generate_ids(
-            model,
-            prompt_ids,
-            prompt_lengths,
-            max_new_tokens,
-            stop_token_ids=stop_token_ids,
-            jit_compile=jit_compile,
-        )
+        # Longer than the context window: continue in rounds of max_length // 2 new tokens, each
+        # round conditioned on the last max_length - max_length // 2 tokens (a sliding window).
+        chunk = max_length // 2
+        context = ids
+        rows = [[] for _ in texts]
+        finished = np.zeros(len(texts), bool)
+        round_index = 0
+        while not finished.all():
+            remaining = max_new_tokens - len(rows[int(np.argmin(finished))])
+            step = min(chunk, remaining)
+            round_seed = None if seed is None else _row_seed(seed, 10_000 + round_index)
+            new, stopped = _decode(
+                model, _keep_last(context, max_length - chunk), step, round_seed, **decode_args
+            )
+            for b, tokens in enumerate(new):
+                if not finished[b]:
+                    rows[b].extend(tokens)
+                    finished[b] = stopped[b] or len(rows[b]) >= max_new_tokens
+            context = tf.concat([context, _ragged(new)], axis=1)
+            round_index += 1
 
-    ragged = tf.RaggedTensor.from_tensor(new_ids, lengths=num_new)
+    ragged = _ragged(rows)
     strings = tokenizer.detokenize(ragged).numpy()
     outputs = []
     for raw in strings:
@@ -197,3 +179,52 @@ def generate(
                 text = text[:cut]
         outputs.append(text)
     return outputs[0] if single else outputs
+
+
+def _ragged(rows: list[list[int]]) -> tf.RaggedTensor:
+    """Python lists of ids (possibly empty) -> int32 RaggedTensor (len(rows), None)."""
+    flat = [t for row in rows for t in row]
+    return tf.RaggedTensor.from_row_lengths(
+        tf.constant(flat, tf.int32, shape=[len(flat)]),
+        tf.constant([len(row) for row in rows], tf.int64, shape=[len(rows)]),
+    )
+
+
+def _keep_last(ids: tf.RaggedTensor, keep: int | None) -> tf.RaggedTensor:
+    """Left-truncate every row of ``ids`` to its last ``keep`` tokens."""
+    if keep is None or int(tf.reduce_max(ids.row_lengths())) <= keep:
+        return ids
+    row_lengths = ids.row_lengths()
+    starts = tf.maximum(row_lengths - keep, 0)
+    positions = tf.ragged.range(row_lengths)
+    return tf.ragged.boolean_mask(ids, positions >= starts[:, None])
+
+
+def _decode(model, ids: tf.RaggedTensor, max_new_tokens: int, seed, *, strategy, temperature,
+            top_k, top_p, num_beams, stop_token_ids, jit_compile):
+    """One compiled decoding pass. Returns (new token ids per row, whether each row stopped early)."""
+    prompt_ids = ids.to_tensor(default_value=0)
+    prompt_lengths = tf.cast(ids.row_lengths(), tf.int32)
+    batch = int(prompt_ids.shape[0])
+    if strategy == "beam":
+        new_ids, num_new = beam_search_ids(
+            model, prompt_ids, prompt_lengths, max_new_tokens, num_beams,
+            stop_token_ids=stop_token_ids, jit_compile=jit_compile,
+        )
+    elif strategy == "sample":
+        new_ids, num_new = generate_ids(
+            model, prompt_ids, prompt_lengths, max_new_tokens,
+            temperature=tf.fill([batch], float(temperature)),
+            top_k=tf.fill([batch], int(top_k)),
+            top_p=tf.fill([batch], float(top_p)),
+            seeds=tf.constant(np.array([_row_seed(seed, b) for b in range(batch)], np.int64)),
+            stop_token_ids=stop_token_ids, jit_compile=jit_compile,
+        )
+    else:
+        new_ids, num_new = generate_ids(
+            model, prompt_ids, prompt_lengths, max_new_tokens,
+            stop_token_ids=stop_token_ids, jit_compile=jit_compile,
+        )
+    counts = num_new.numpy()
+    rows = [list(map(int, row[:n])) for row, n in zip(new_ids.numpy(), counts, strict=True)]
+    return rows, counts < max_new_tokens
