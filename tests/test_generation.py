@@ -27,6 +27,7 @@ from zoo.generation import (
     row_uniform,
     tracing_count,
 )
+from zoo.generation.decode import SUPPRESSED_TOKEN_IDS
 from zoo.models.base import CausalLM
 from zoo.tokenizers.base import Tokenizer
 
@@ -379,7 +380,9 @@ def _reference_greedy(model, prompts, lengths, max_new):
     for prompt, n in zip(prompts, lengths, strict=True):
         seq = list(prompt[:n])
         for _ in range(max_new):
-            seq.append(int(np.argmax(model(np.array([seq], np.int32)).numpy()[0, -1])))
+            logits = model(np.array([seq], np.int32)).numpy()[0, -1].copy()
+            logits[list(SUPPRESSED_TOKEN_IDS)] = -np.inf  # <pad> and <bos> are never generated
+            seq.append(int(np.argmax(logits)))
         rows.append(seq[n:])
     return rows
 
@@ -568,7 +571,7 @@ def _table_prompts():
 
 
 @pytest.mark.parametrize("stop_ids,length_penalty", [((), 0.0), ((3,), 0.0), ((3,), 1.0)])
-def test_exhaustive_beam_matches_brute_force(stop_ids, length_penalty):
+def test_exhaustive_beam_matches_brute_force(stop_ids, length_penalty, every_token_allowed):
     rng = np.random.default_rng(7)
     vocab, max_new = 4, 3
     prompts, lengths = _table_prompts()
@@ -600,7 +603,15 @@ def test_exhaustive_beam_matches_brute_force(stop_ids, length_penalty):
     assert found_greedy_suboptimal  # the test would notice a beam search that is only greedy
 
 
-def test_small_beam_beats_greedy_on_a_hand_built_table():
+@pytest.fixture
+def every_token_allowed(monkeypatch):
+    """Table models use ids 0..3 as ordinary tokens: lift the <pad>/<bos> suppression."""
+    import zoo.generation.decode as decode
+
+    monkeypatch.setattr(decode, "SUPPRESSED_TOKEN_IDS", ())
+
+
+def test_small_beam_beats_greedy_on_a_hand_built_table(every_token_allowed):
     # from token 1: greedy takes 2 (p=.5) but then faces a flat distribution; 3 (p=.4) leads
     # to a near-certain continuation: best 2-token path is 3,0 (0.4*0.97) not 2,x (0.5*0.25)
     vocab = 4

@@ -88,7 +88,21 @@ def _prefill(model, prompt_ids, prompt_lengths, prefill_length, total_length):
         cache,
         tf.constant(0, tf.int32),
     )
-    return start, tf.cast(logits[:, -1, :], tf.float32), cache
+    return start, _next_logits(logits[:, -1, :]), cache
+
+
+# Never generated: <pad> (0) and <bos> (2) are not text; a model sees BOS only as input.
+SUPPRESSED_TOKEN_IDS = (0, 2)
+
+
+def _next_logits(logits):
+    """Float32 next-token logits (B, V) with the suppressed ids set to -inf."""
+    logits = tf.cast(logits, tf.float32)
+    if not SUPPRESSED_TOKEN_IDS:
+        return logits
+    vocab = tf.range(tf.shape(logits)[-1])
+    banned = tf.reduce_any(vocab[:, None] == tf.constant(SUPPRESSED_TOKEN_IDS)[None, :], axis=-1)
+    return tf.where(banned[None, :], tf.constant(float("-inf")), logits)
 
 
 def _choose(last, sample, temperature, top_k, top_p, seeds, step):
@@ -151,7 +165,7 @@ def _sample_cached(
             i, choice, prompt_ids, prompt_lengths, row_max, stop_ids, out, num_new, finished
         )
         logits, cache = model.call_with_cache(tok[:, None], cache, i)
-        return i + 1, tf.cast(logits[:, -1, :], tf.float32), cache, out, num_new, finished
+        return i + 1, _next_logits(logits[:, -1, :]), cache, out, num_new, finished
 
     loop = tf.while_loop(cond, body, (start, last, cache, out, num_new, finished))
     return loop[3], loop[4]
@@ -186,7 +200,7 @@ def _sample_uncached(
 
     def body(i, buffer, out, num_new, finished):
         logits = model(buffer, training=False)
-        last = tf.cast(tf.gather(logits, i - 1, axis=1), tf.float32)
+        last = _next_logits(tf.gather(logits, i - 1, axis=1))
         choice = _choose(last, sample, temperature, top_k, top_p, seeds, i)
         tok, out, num_new, finished = _advance(
             i, choice, prompt_ids, prompt_lengths, row_max, stop_ids, out, num_new, finished
@@ -324,7 +338,7 @@ def _beam(
             best_len=best_len,
             done=done,
         )
-        return i + 1, tf.cast(logits[:, -1, :], tf.float32), cache, new_state
+        return i + 1, _next_logits(logits[:, -1, :]), cache, new_state
 
     _, _, _, s = tf.while_loop(cond, body, (start, last, cache, state))
     # live beams that used the whole budget compete with the best finished hypothesis
