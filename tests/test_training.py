@@ -162,3 +162,44 @@ def test_transformer_generates_past_its_context_window(trained_runs):
     head = run.generate("ROMEO:", max_new_tokens=16)
     assert text.startswith(head)
     assert len(run.tokenizer.tokenize_to_numpy(text)) == 80
+
+
+def test_gpu_defaults_bfloat16_and_xla_also_run_on_cpu(shakespeare_file, tmp_path):
+    """The GPU defaults (mixed_bfloat16 + XLA) exercised on the CPU: float32 logits, finite loss,
+    the global policy restored afterwards, and the saved model reloads and generates."""
+    run = zoo.train("transformer_lm", shakespeare_file, str(tmp_path / "bf16"), verbose=0,
+                    mixed_precision=True, jit_compile=True, **FAST)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert run.model.blocks[0].attention.compute_dtype == "bfloat16"
+    logits = run.model(tf.constant([[5, 6, 7]], tf.int32))
+    assert logits.dtype == tf.float32 and np.isfinite(logits.numpy()).all()
+    with open(os.path.join(run.path, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["mixed_precision"] and metrics["jit_compile"]
+    assert math.isfinite(metrics["validation"]["loss"])
+    assert len(run.generate("ROMEO:", max_new_tokens=5)) > 0
+
+
+def test_word_model_on_ptb_line_corpus(data_dir, tmp_path):
+    """A line corpus end to end: sentences framed by <bos>/<eos>, EOS counted in the perplexity,
+    generation starting from <bos> (an empty prompt is fine) and ending at <eos>."""
+    run = zoo.train("gru_lm", "dataset:ptb", str(tmp_path / "ptb"), tokenizer="word", verbose=0,
+                    max_steps=4, batch_size=8, seq_len=24, checkpoint_every=2, eval_batches=2,
+                    model_overrides=dict(units=32, embedding_dim=16))
+    assert run.line_corpus and run.tokenizer.vocab_size == 10002
+    result = run.evaluate(split="test")
+    lines = [line for line in open(os.path.join(data_dir, "ptb", "ptb.test.txt")) if line.strip()]
+    assert result["tokens"] == sum(len(line.split()) + 1 for line in lines)  # words + <eos>
+    assert "bits_per_char" not in result
+    assert result["perplexity"] < 10002  # better than uniform after a few steps
+    text = run.generate("", max_new_tokens=30, strategy="sample", seed=0)
+    assert isinstance(text, str) and len(text.split()) <= 30
+
+
+def test_sentencepiece_model_trains_and_round_trips_prompt(shakespeare_file, tmp_path):
+    run = zoo.train("transformer_lm", shakespeare_file, str(tmp_path / "sp"), verbose=0,
+                    tokenizer="sentencepiece", vocab_size=400, **FAST)
+    assert run.tokenizer.kind == "sentencepiece" and run.tokenizer.vocab_size == 400
+    assert run.tokenizer.decode(run.tokenizer.tokenize_to_numpy("ROMEO: hi")) == "ROMEO: hi"
+    assert run.evaluate()["loss"] < math.log(400)
+    assert len(run.generate("ROMEO:", max_new_tokens=6, strategy="beam", num_beams=2)) > 0

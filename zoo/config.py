@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from zoo.errors import ZooError
 
-DEFAULT_VOCAB_SIZES = {"char": None, "word": 10000, "wordpiece": 4000, "sentencepiece": 2000}
+DEFAULT_VOCAB_SIZES = {"char": None, "word": None, "wordpiece": 4000, "sentencepiece": 2000}
 
 
 @dataclass

@@ -69,12 +69,12 @@ class MLPLM(CausalLM):
         self.direct_connection = direct_connection
         self.dropout = dropout
         self.max_length = None
-        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding", dtype=self.dtype_policy)
         self.hidden_layers = [
-            keras.layers.Dense(hidden_dim, activation="tanh", name=f"hidden_{i}")
+            keras.layers.Dense(hidden_dim, activation="tanh", name=f"hidden_{i}", dtype=self.dtype_policy)
             for i in range(num_hidden_layers)
         ]
-        self.hidden_dropout = keras.layers.Dropout(dropout)
+        self.hidden_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
         self.lm_head = keras.layers.Dense(vocab_size, dtype="float32", name="lm_head")
         self.direct = (
             keras.layers.Dense(vocab_size, use_bias=False, dtype="float32", name="direct")

@@ -67,9 +67,10 @@ class RecurrentLM(CausalLM):
         self.num_layers = num_layers
         self.dropout = dropout
         self.max_length = None
-        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
-        self.rnn = RNNStack(cell=cell, units=units, num_layers=num_layers, dropout=dropout, name="rnn")
-        self.output_dropout = keras.layers.Dropout(dropout)
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding", dtype=self.dtype_policy)
+        self.rnn = RNNStack(cell=cell, units=units, num_layers=num_layers, dropout=dropout, name="rnn",
+                            dtype=self.dtype_policy)
+        self.output_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
         self.lm_head = keras.layers.Dense(vocab_size, dtype="float32", name="lm_head")
         self(tf.zeros((1, 1), tf.int32))  # create the weights now
 

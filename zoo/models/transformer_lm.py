@@ -99,8 +99,9 @@ class TransformerLM(CausalLM):
             embedding_dim=d_model,
             position=position,
             name="embedding",
+            dtype=self.dtype_policy,
         )
-        self.embedding_dropout = keras.layers.Dropout(dropout)
+        self.embedding_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
         self.blocks = [
             TransformerBlock(
                 d_model=d_model,
@@ -112,13 +113,15 @@ class TransformerLM(CausalLM):
                 causal=True,
                 layer_norm_epsilon=layer_norm_epsilon,
                 name=f"block_{i}",
+                dtype=self.dtype_policy,
             )
             for i in range(num_layers)
         ]
         # Pre-norm stacks end with a final LayerNorm (GPT-2's ln_f); post-norm blocks already end
         # normalised.
         self.final_norm = (
-            keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="final_norm")
+            keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="final_norm",
+                                            dtype=self.dtype_policy)
             if norm_first
             else None
         )
