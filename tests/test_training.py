@@ -203,3 +203,17 @@ def test_sentencepiece_model_trains_and_round_trips_prompt(shakespeare_file, tmp
     assert run.tokenizer.decode(run.tokenizer.tokenize_to_numpy("ROMEO: hi")) == "ROMEO: hi"
     assert run.evaluate()["loss"] < math.log(400)
     assert len(run.generate("ROMEO:", max_new_tokens=6, strategy="beam", num_beams=2)) > 0
+
+
+def test_early_stopping_on_validation_loss(shakespeare_file, tmp_path):
+    """A learning rate far too high makes validation loss stop improving: training ends early
+    and keeps the best weights."""
+    run = zoo.train("transformer_lm", shakespeare_file, str(tmp_path / "early"), verbose=0,
+                    max_steps=30, batch_size=4, seq_len=32, checkpoint_every=1, eval_batches=2,
+                    learning_rate=5.0, warmup_steps=0, early_stopping_patience=2)
+    with open(os.path.join(run.path, "metrics.json")) as f:
+        metrics = json.load(f)
+    history = metrics["history"]["val_token_nll"]
+    assert metrics["steps"] < 30 and len(history) < 30
+    best = int(np.nanargmin(history))
+    assert len(history) == best + 3  # stopped two checkpoints after the best one

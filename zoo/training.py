@@ -227,6 +227,7 @@ def train(
             callbacks.append(
                 keras.callbacks.EarlyStopping(
                     monitor="val_token_nll",
+                    mode="min",
                     patience=settings.early_stopping_patience,
                     restore_best_weights=True,
                 )
