@@ -67,7 +67,10 @@ def test_generate_greedy_is_deterministic_and_sampling_seeded(cli_run):
          "unknown setting"),
         (["train", "lstm_lm", "--data", "{data}", "--out", "{tmp}/x", "--set", "model.wings=2"],
          "unknown setting"),
+        (["train", "lstm_lm", "--data", "{data}", "--out", "{tmp}/x", "--set", "model.units=abc"],
+         "must be int"),
         (["train", "lstm_lm", "--data", "dataset:nope", "--out", "{tmp}/x"], "nope"),
+        (["eval", "{tmp}", "--split", "validation"], "config.json"),
         (["eval", "{tmp}/not_a_run"], "does not exist"),
     ],
 )

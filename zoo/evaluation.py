@@ -68,3 +68,42 @@ def evaluate(run_or_dir, data: str | None = None, split: str = "validation",
 
     run = run_or_dir if isinstance(run_or_dir, LoadedRun) else load(run_or_dir)
     return evaluate_run(run, data=data, split=split, batch_size=batch_size)
+
+
+def score_texts(model, tokenizer, texts, line_corpus: bool) -> list[tuple[float, int]]:
+    """Log-likelihood of each text under ``model``: ``[(sum of log p, tokens scored), ...]``.
+
+    The sequence is the text's tokens (``line_corpus=False``: the first token has no context and
+    is not scored) or ``<bos> tokens <eos>`` (``line_corpus=True``: every token after ``<bos>``,
+    ``<eos>`` included, is scored). A model with a finite context (``model.max_length``) scores
+    a longer text in consecutive windows of ``max_length`` predictions, as ``evaluate`` walks a
+    split. Computed text by text, window by window, with a float64 log-softmax; the reference for
+    the ``score`` signature of ``export.saved_model``.
+    """
+    from zoo.tokenizers.base import BOS_ID, EOS_ID
+
+    if isinstance(texts, str):
+        texts = [texts]
+    window = getattr(model, "max_length", None)
+    results = []
+    for text in texts:
+        ids = tokenizer.tokenize(tf.constant([text]))
+        ids = ids.merge_dims(1, -1) if ids.ragged_rank > 1 else ids
+        seq = [int(t) for t in ids[0].numpy()]
+        if line_corpus:
+            seq = [BOS_ID, *seq, EOS_ID]
+        labels = len(seq) - 1
+        if labels < 1:
+            results.append((0.0, 0))
+            continue
+        stride = window or labels
+        total = 0.0
+        for start in range(0, labels, stride):
+            chunk = np.asarray(seq[start : start + stride + 1], np.int32)
+            x, y = chunk[:-1], chunk[1:]
+            logits = np.asarray(model(x[None, :], training=False), np.float64)[0]
+            top = logits.max(axis=-1, keepdims=True)
+            log_z = np.log(np.exp(logits - top).sum(axis=-1)) + top[:, 0]
+            total += float(np.sum(logits[np.arange(len(y)), y] - log_z))
+        results.append((total, labels))
+    return results

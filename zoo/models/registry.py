@@ -65,6 +65,15 @@ def make_config(name: str, preset: str = "tiny", **overrides):
             f"unknown setting(s) {', '.join(unknown)} for model {name!r}; "
             f"valid: {', '.join(sorted(fields))}"
         )
+    types = {f.name: type(f.default) for f in dataclasses.fields(spec.config_class)}
+    for key, value in overrides.items():
+        expected = types[key]
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            overrides[key] = float(value)
+        elif expected in (int, float, bool, str) and type(value) is not expected:
+            raise ZooError(
+                f"model setting {key} must be {expected.__name__}. Received: {value!r}"
+            )
     values = {**spec.presets[preset], **overrides}
     try:
         return spec.config_class(**values)
