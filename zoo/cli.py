@@ -17,15 +17,24 @@ from zoo.errors import ZooError  # noqa: E402
 
 
 def _cmd_models(args) -> int:
-    from zoo.models import get_spec, list_models
+    from zoo.models import build_model, get_spec, list_models
 
     for name in list_models():
         spec = get_spec(name)
-        line = f"{name:16s} {spec.description}"
+        print(f"{name:16s} {spec.description}")
         if args.verbose:
-            line += f"  presets: {', '.join(spec.presets)}"
-        print(line)
+            for preset in spec.presets:
+                model = build_model(name, vocab_size=args.vocab_size, preset=preset)
+                sizes = ", ".join(f"{k}={v}" for k, v in spec.presets[preset].items())
+                print(f"  {preset:6s} {_human(model.count_params()):>7s} parameters  {sizes}")
     return 0
+
+
+def _human(count: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f}{unit}"
+    return str(count)
 
 
 def _cmd_train(args) -> int:
@@ -95,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list the named models")
-    p.add_argument("--verbose", "-v", action="store_true")
+    p.add_argument("--verbose", "-v", action="store_true", help="presets and parameter counts")
+    p.add_argument("--vocab-size", type=int, default=65,
+                   help="vocabulary for the parameter counts (65: tinyshakespeare characters)")
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("train", help="train a named model on a corpus")
