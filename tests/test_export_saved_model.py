@@ -169,6 +169,12 @@ def test_empty_and_long_prompts(exports):
     # an empty batch is fine too
     empty = stream.sig("serving_default", prompt=tf.constant([], tf.string))
     assert empty["text"].shape == (0,)
+    # inputs of different batch sizes are an InvalidArgument error (TF Serving: HTTP 400)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one value per prompt"):
+        stream.loaded.signatures["generate"](
+            prompt=tf.constant(["a", "b"]), max_new_tokens=tf.constant([3]),
+            temperature=tf.constant([0.0, 0.0]), top_k=tf.constant([0, 0]),
+            top_p=tf.constant([1.0, 1.0]), seed=tf.constant([0, 0], tf.int64))
     # a prompt far beyond the context keeps its last max_length - MAX_NEW tokens
     long_prompt = (PROMPTS[1] + " ") * 40
     assert stream.texts("serving_default", prompt=tf.constant([long_prompt])) == [
@@ -466,6 +472,10 @@ def test_versions_increment_and_appear_complete(exports, tmp_path, monkeypatch, 
     assert capsys.readouterr().out.strip() == os.path.join(base, "10")
     assert sorted(os.listdir(base)) == ["1", "10", "2", "9"]
     assert all(_complete(os.path.join(base, v)) for v in ("1", "2", "10"))
+    # readable by a server running as another user: the permissions of any new directory
+    os.mkdir(tmp_path / "plain")
+    mode = os.stat(tmp_path / "plain").st_mode & 0o777
+    assert all(os.stat(os.path.join(base, v)).st_mode & 0o777 == mode for v in ("1", "2", "10"))
 
 
 def test_failed_exports_leave_nothing_behind(exports, tmp_path, monkeypatch):
@@ -512,7 +522,7 @@ def test_failed_exports_leave_nothing_behind(exports, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         export.saved_model(run, str(base), max_new_tokens=4)
     assert seen["half_written"] and seen["tmp"].startswith(TEMP_PREFIX)
-    assert seen["visible"] == ["1", seen["tmp"]]  # only the hidden temporary directory
+    assert seen["visible"] == sorted(["1", seen["tmp"]])  # only the hidden temporary directory
     assert sorted(os.listdir(base)) == ["1"]  # no version 2, no temporary directory
     # and a failure inside tf.saved_model.save itself
     monkeypatch.setattr(module.tf.saved_model, "save", lambda *a, **k: 1 / 0)

@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop", help="cut the output at this string")
     p.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
     p.set_defaults(func=_cmd_generate)
+
+    from export.cli import add_export_parser
+
+    add_export_parser(sub)
     return parser
 
 
