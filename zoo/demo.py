@@ -2,7 +2,8 @@
 
 1. train a character-level ``transformer_lm`` (small preset) for about a minute on a CPU,
 2. evaluate it on the validation split (loss, perplexity, bits per character),
-3. generate a continuation.
+3. generate a continuation,
+4. export a TF Serving SavedModel (raw text in, text out) and call it.
 
 The corpus comes from ``ZOO_DATA_DIR`` when set, otherwise it is downloaded once (sha256-checked).
 """
@@ -51,6 +52,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== 3. generate from {args.prompt!r}")
         text = run.generate(args.prompt, max_new_tokens=200, strategy="sample", top_k=10, seed=0)
         print(args.prompt + text)
+
+        import tensorflow as tf
+
+        import export
+
+        base = os.path.join(args.out, "export")
+        print(f"== 4. export a TF Serving SavedModel under {base}")
+        path = export.saved_model(run, base, max_new_tokens=100)
+        print(f"   wrote {path}")
+        served = tf.saved_model.load(path).signatures["serving_default"]
+        reply = served(prompt=tf.constant([args.prompt]))["text"][0].numpy().decode("utf-8")
+        print(f"   serving_default({args.prompt!r}) -> {reply[:60]!r}...")
     except ZooError as err:
         print(f"demo: error: {err}", file=sys.stderr)
         return 2
