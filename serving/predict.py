@@ -1,0 +1,341 @@
+"""Inference shared by every front end: predict, classify, regress, and warm-up replay.
+
+These functions take a loaded :class:`~serving.servable.Servable` and plain numpy arrays (or
+serialized ``tf.Example`` protos), so the REST front end, a gRPC front end and a batching layer
+all run a model the same way and report the same errors (TF Serving's
+``servables/tensorflow/predict_util.cc``, ``classifier.cc``, ``regressor.cc``,
+``saved_model_warmup_util.cc``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import Code, ServingError, from_exception, invalid_argument
+from .servable import (
+    CLASSIFY_METHOD,
+    DEFAULT_SERVING_SIGNATURE,
+    PREDICT_METHOD,
+    REGRESS_METHOD,
+    Servable,
+    Signature,
+    dtype_string,
+    is_within,
+)
+
+__all__ = [
+    "MAX_WARMUP_RECORDS",
+    "WARMUP_FILE",
+    "classify",
+    "examples_from_input_proto",
+    "predict",
+    "regress",
+    "resolve_signature",
+    "run_warmup",
+]
+
+log = logging.getLogger("serving")
+
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+MAX_WARMUP_RECORDS = 1000
+
+
+def resolve_signature(servable: Servable, signature_name: str | None) -> Signature:
+    """The signature a request names ('' means ``serving_default``).
+
+    gRPC's Predict reports a missing one as FAILED_PRECONDITION (predict_util.cc); the REST
+    handler checks first and answers INVALID_ARGUMENT instead, as TF Serving does.
+    """
+    key = signature_name or DEFAULT_SERVING_SIGNATURE
+    sig = servable.signature(key)
+    if sig is None:
+        raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.')
+    return sig
+
+
+def _to_tensor(alias: str, index: int, value, dtype):
+    import tensorflow as tf
+
+    if isinstance(value, tf.Tensor):
+        if value.dtype != dtype:
+            raise invalid_argument(
+                f"Expects arg[{index}] to be {dtype_string(dtype)} but {dtype_string(value.dtype)} is provided"
+            )
+        return value
+    arr = np.asarray(value)
+    if dtype == tf.string:
+        if arr.dtype.kind == "U":
+            flat = [s.encode("utf-8") for s in arr.reshape(-1).tolist()]
+            arr = np.array(flat, dtype=object).reshape(arr.shape)
+        elif arr.dtype.kind not in ("O", "S"):
+            raise invalid_argument(
+                f"Expects arg[{index}] to be string but {dtype_string(tf.as_dtype(arr.dtype))} is provided"
+            )
+        return tf.constant(arr, dtype=tf.string)
+    if arr.dtype.kind in ("O", "S", "U"):
+        raise invalid_argument(f"Expects arg[{index}] to be {dtype_string(dtype)} but string is provided")
+    try:
+        got = tf.as_dtype(arr.dtype)
+    except TypeError as exc:
+        raise invalid_argument(f"Unsupported numpy dtype {arr.dtype} for input {alias}") from exc
+    if got != dtype:
+        raise invalid_argument(
+            f"Expects arg[{index}] to be {dtype_string(dtype)} but {dtype_string(got)} is provided"
+        )
+    return tf.constant(arr, dtype=dtype)
+
+
+def _check_input_names(sig: Signature, inputs: Mapping[str, object]) -> None:
+    sent = set(inputs)
+    wanted = set(sig.inputs)
+    if sent == wanted:
+        return
+    extra = sorted(sent - wanted)
+    missing = sorted(wanted - sent)
+    raise invalid_argument(
+        f"input size does not match signature: {len(sent)}!={len(wanted)} "
+        f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(wanted))}}}). "
+        f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}."
+    )
+
+
+def predict(
+    servable: Servable,
+    signature_name: str | None,
+    inputs: Mapping[str, object],
+    output_filter: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Run one signature on named input arrays; returns output arrays by alias.
+
+    Errors are TF Serving's: unknown signature (FAILED_PRECONDITION), wrong input names,
+    wrong dtype, bad ``output_filter`` (INVALID_ARGUMENT), model runtime errors (their code).
+    """
+    sig = resolve_signature(servable, signature_name)
+    if sig.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
+        raise ServingError(
+            Code.INTERNAL,
+            f"Expected prediction signature method_name to be one of {{{PREDICT_METHOD}, "
+            f"{CLASSIFY_METHOD}, {REGRESS_METHOD}}}. Was: {sig.method_name}",
+        )
+    _check_input_names(sig, inputs)
+    order = sorted(sig.inputs)
+    feeds = {
+        alias: _to_tensor(alias, order.index(alias), inputs[alias], sig.inputs[alias].dtype)
+        for alias in order
+    }
+    aliases: list[str] = []
+    if output_filter:
+        seen: set[str] = set()
+        for alias in output_filter:
+            if alias not in sig.outputs:
+                raise invalid_argument(
+                    f"output tensor alias not found in signature: {alias} Outputs expected to be in "
+                    f"the set {{{','.join(sorted(sig.outputs))}}}."
+                )
+            if alias in seen:
+                raise invalid_argument(f"duplicate output tensor alias: {alias}")
+            seen.add(alias)
+            aliases.append(alias)
+    else:
+        aliases = sorted(sig.outputs)
+    result = servable.run(sig.key, feeds)
+    out: dict[str, np.ndarray] = {}
+    for alias in aliases:
+        if alias not in result:
+            raise ServingError(Code.UNKNOWN, "Predict internal error")
+        value = result[alias]
+        out[alias] = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# classify / regress: signatures whose single input "inputs" takes serialized tf.Examples.
+
+
+def _examples_tensor(examples: Sequence[bytes], context: bytes | None):
+    import tensorflow as tf
+
+    if context:
+        # Proto merge by concatenation: the example's features override the context's.
+        serialized = [context + e for e in examples]
+    else:
+        serialized = list(examples)
+    return tf.constant(serialized, dtype=tf.string, shape=[len(serialized)])
+
+
+def _signature_for(servable: Servable, signature_name: str | None, method: str, what: str) -> Signature:
+    key = signature_name or DEFAULT_SERVING_SIGNATURE
+    sig = servable.signature(key)
+    if sig is None:
+        raise invalid_argument(f"No signature was found with the name: {key}")
+    if sig.method_name != method:
+        raise invalid_argument(f"Expected {what} signature method_name to be {method}. Was: {sig.method_name}")
+    if len(sig.inputs) != 1:
+        raise invalid_argument("Expected one input Tensor.")
+    if "inputs" not in sig.inputs:
+        raise ServingError(Code.FAILED_PRECONDITION, f"No {what} inputs found in SignatureDef: {key}")
+    return sig
+
+
+def classify(
+    servable: Servable,
+    signature_name: str | None,
+    examples: Sequence[bytes],
+    context: bytes | None = None,
+) -> list[list[tuple[bytes, float]]]:
+    """TF Serving's Classify: one list of (label, score) per serialized example."""
+    sig = _signature_for(servable, signature_name, CLASSIFY_METHOD, "classification")
+    if len(sig.outputs) not in (1, 2):
+        raise invalid_argument(f"Expected one or two output Tensors, found {len(sig.outputs)}")
+    if "classes" not in sig.outputs and "scores" not in sig.outputs:
+        raise ServingError(
+            Code.FAILED_PRECONDITION,
+            'Expected classification signature outputs to contain at least one of "classes" or '
+            f'"scores". Signature was: {sig.key}',
+        )
+    n = len(examples)
+    if n == 0:
+        raise invalid_argument("ClassificationRequest::input is empty.")
+    result = servable.run(sig.key, {"inputs": _examples_tensor(examples, context)})
+    classes = result.get("classes") if "classes" in sig.outputs else None
+    scores = result.get("scores") if "scores" in sig.outputs else None
+    classes = None if classes is None else classes.numpy()
+    scores = None if scores is None else scores.numpy()
+    for label, arr, kind in (("classes", classes, "S"), ("scores", scores, "f")):
+        if arr is None:
+            continue
+        if arr.ndim != 2:
+            raise invalid_argument(f"Expected Tensor shape: [batch_size num_classes] but got {list(arr.shape)}")
+        if kind == "S" and arr.dtype.kind not in ("O", "S"):
+            raise invalid_argument(f"Expected classes Tensor of DT_STRING. Got: {arr.dtype}")
+        if kind == "f" and arr.dtype != np.float32:
+            raise invalid_argument(f"Expected scores Tensor of DT_FLOAT. Got: {arr.dtype}")
+        if arr.shape[0] != n:
+            raise invalid_argument(f"Expected {label} output batch size of {n}. Got: {arr.shape[0]}")
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise invalid_argument(
+            f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}"
+        )
+    num_classes = (classes if classes is not None else scores).shape[1]
+    out: list[list[tuple[bytes, float]]] = []
+    for i in range(n):
+        row = []
+        for c in range(num_classes):
+            label = bytes(classes[i, c]) if classes is not None else b""
+            score = float(scores[i, c]) if scores is not None else 0.0
+            row.append((label, score))
+        out.append(row)
+    return out
+
+
+def regress(
+    servable: Servable,
+    signature_name: str | None,
+    examples: Sequence[bytes],
+    context: bytes | None = None,
+) -> list[float]:
+    """TF Serving's Regress: one float per serialized example."""
+    sig = _signature_for(servable, signature_name, REGRESS_METHOD, "regression")
+    if len(sig.outputs) != 1:
+        raise invalid_argument("Expected one output Tensor.")
+    if "outputs" not in sig.outputs:
+        raise ServingError(Code.FAILED_PRECONDITION, f"No regression outputs found in SignatureDef: {sig.key}")
+    n = len(examples)
+    if n == 0:
+        raise invalid_argument("RegressionRequest::input is empty.")
+    result = servable.run(sig.key, {"inputs": _examples_tensor(examples, context)})
+    arr = result["outputs"].numpy()
+    if not (arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1)):
+        raise invalid_argument(
+            f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got {list(arr.shape)}"
+        )
+    if arr.shape[0] != n:
+        raise invalid_argument(f"Input batch size did not match output batch size: {n} vs. {arr.shape[0]}")
+    if arr.dtype != np.float32:
+        raise invalid_argument(f"Expected output Tensor of DT_FLOAT.  Got: {arr.dtype}")
+    return [float(v) for v in arr.reshape(-1)]
+
+
+def examples_from_input_proto(input_proto) -> tuple[list[bytes], bytes | None]:
+    """Serialized examples (and context) from a ``tensorflow.serving.Input`` proto."""
+    kind = input_proto.WhichOneof("kind")
+    if kind == "example_list":
+        return [e.SerializeToString() for e in input_proto.example_list.examples], None
+    if kind == "example_list_with_context":
+        lst = input_proto.example_list_with_context
+        return [e.SerializeToString() for e in lst.examples], lst.context.SerializeToString()
+    raise invalid_argument("Input is empty")
+
+
+# ----------------------------------------------------------------------------------------------
+# warm-up
+
+
+def _iter_records(path: str) -> Iterable[bytes]:
+    import tensorflow as tf
+
+    for record in tf.data.TFRecordDataset(path):
+        yield record.numpy()
+
+
+def run_warmup(servable: Servable, base_path: str, num_request_iterations: int = 1) -> int:
+    """Replay ``assets.extra/tf_serving_warmup_requests`` (TFRecord of PredictionLog protos).
+
+    Returns the number of records replayed (0 when there is no file).  Any failure raises, and
+    the version then fails to load, as in TF Serving.
+    """
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = os.path.join(servable.path, WARMUP_FILE)
+    if not os.path.exists(path):
+        return 0
+    if not is_within(path, base_path):
+        raise ServingError(Code.PERMISSION_DENIED, f"{path} resolves outside the model base path")
+    count = 0
+    try:
+        for record in _iter_records(path):
+            count += 1
+            if count > MAX_WARMUP_RECORDS:
+                raise invalid_argument(
+                    f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}"
+                )
+            log_entry = prediction_log_pb2.PredictionLog()
+            try:
+                log_entry.ParseFromString(record)
+            except Exception as exc:
+                raise invalid_argument(f"Failed to parse warmup record from {path}") from exc
+            for _ in range(max(1, num_request_iterations)):
+                _replay(servable, log_entry)
+    except tf.errors.DataLossError as exc:
+        raise ServingError(
+            Code.DATA_LOSS, f"{exc.message}. Please verify your warmup data is in TFRecord format."
+        ) from exc
+    except tf.errors.OpError as exc:
+        raise from_exception(exc) from exc
+    log.info("Finished reading warmup data for model at %s. Number of warmup records read: %d.", path, count)
+    return count
+
+
+def _replay(servable: Servable, entry) -> None:
+    import tensorflow as tf
+
+    kind = entry.WhichOneof("log_type")
+    if kind == "predict_log":
+        request = entry.predict_log.request
+        inputs = {alias: tf.make_ndarray(proto) for alias, proto in request.inputs.items()}
+        predict(servable, request.model_spec.signature_name, inputs, list(request.output_filter) or None)
+    elif kind == "classify_log":
+        request = entry.classify_log.request
+        examples, context = examples_from_input_proto(request.input)
+        classify(servable, request.model_spec.signature_name, examples, context)
+    elif kind == "regress_log":
+        request = entry.regress_log.request
+        examples, context = examples_from_input_proto(request.input)
+        regress(servable, request.model_spec.signature_name, examples, context)
+    else:
+        raise ServingError(Code.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
