@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 
-_LAZY = {"saved_model": "export.saved_model"}
+_LAZY = {"saved_model": "export.saved_model", "tflite": "export.tflite"}
 
 
 def __getattr__(name: str):

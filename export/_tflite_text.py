@@ -163,11 +163,19 @@ def compact_rows(values: tf.Tensor, mask: tf.Tensor, pad_value: int = 0):
 
 
 def join_rows(strings: tf.Tensor, width: int) -> tf.Tensor:
-    """``(B, width)`` strings -> ``(B,)``: each row concatenated (TFText>NgramsStringJoin)."""
+    """``(B, width)`` strings -> ``(B,)``: each row concatenated (TFText>NgramsStringJoin).
+
+    The rows are handed to the op as a ragged tensor of ``width``-long rows (one n-gram of width
+    ``width`` each): tensorflow-text 2.21's TensorFlow kernel of this op crashes (double free)
+    on a dense 2-D input with more than a few rows.
+    """
+    batch = tf.shape(strings)[0]
+    splits = tf.cast(tf.range(batch + 1) * width, tf.int64)
+    ragged = tf.RaggedTensor.from_row_splits(tf.reshape(strings, [-1]), splits, validate=False)
     joined = tf_text.ngrams(
-        strings, width, axis=-1, reduction_type=tf_text.Reduction.STRING_JOIN, string_separator=""
+        ragged, width, axis=-1, reduction_type=tf_text.Reduction.STRING_JOIN, string_separator=""
     )
-    return tf.reshape(joined, [-1])
+    return tf.reshape(joined.flat_values, [-1])
 
 
 def _clean_ids(ids, num, vocab_size):
@@ -341,7 +349,6 @@ class SentencePieceBPECodec:
         self._num_keys = len(keys)
         self._search_steps = max(1, int(np.ceil(np.log2(len(keys) + 1))) + 1)
         self._num_symbols = num_symbols
-        self._num_ranks = max(len(ranks), 1)
 
         byte_ids = np.full([256], UNK_ID, np.int32)
         byte_values = np.full([vocab], -1, np.int32)
@@ -398,9 +405,13 @@ class SentencePieceBPECodec:
             key = tf.where(both, left * stride + right, -1)
             found, position = self._find(key)
             found = tf.logical_and(both, found)
-            priority = tf.where(found, tf.gather(self._rank, position) * width + pair_columns, big)
-            best = tf.argmin(priority, axis=1, output_type=tf.int32)
-            merges = tf.reduce_min(priority, axis=1) < big
+            rank = tf.where(found, tf.gather(self._rank, position), big)
+            best_rank = tf.reduce_min(rank, axis=1)
+            merges = best_rank < big
+            # the leftmost pair of the best rank
+            leftmost = tf.where(tf.equal(rank, best_rank[:, None]), pair_columns, big)
+            best = tf.reduce_min(leftmost, axis=1)
+            best = tf.minimum(best, width - 2)
             merged = tf.gather(self._merged, tf.gather(position, best, batch_dims=1))
             best = tf.where(merges, best, width)
             source = columns + tf.cast(columns > best[:, None], tf.int32)
