@@ -30,6 +30,7 @@ def _cmd_export(args) -> int:
             temperature=args.temperature,
             top_k=args.top_k,
             top_p=args.top_p,
+            streaming=not args.no_streaming,
         )
         print(path)
     if args.tflite:
@@ -81,6 +82,8 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
                    help="serving_default's temperature (0 = greedy)")
     p.add_argument("--top-k", type=int, default=0, help="serving_default's top-k (0 = off)")
     p.add_argument("--top-p", type=float, default=1.0, help="serving_default's top-p (1 = off)")
+    p.add_argument("--no-streaming", action="store_true",
+                   help="leave out the stream_start / stream_step signatures (token streaming)")
     p.add_argument("--tflite", metavar="FILE", help="also/instead write a LiteRT flatbuffer")
     p.add_argument("--quantize", default="none", choices=["none", "float16", "dynamic", "int8"],
                    help="LiteRT weights: float32, float16, dynamic-range int8, or full int8 "

@@ -50,6 +50,25 @@ a dynamic batch dimension:
     ``token_ids`` int32 ``[B, N]`` (0 = padding) -> ``text`` string ``[B]``. ``<pad>``,
     ``<bos>`` and ``<eos>`` are dropped; ids outside the vocabulary render as ``<unk>``.
 
+By default (``streaming=False`` turns it off) two more signatures expose the decoding loop one
+token at a time, with the model's cache as explicit state (``init_cache`` / ``call_with_cache``;
+the nested cache flattened with ``tf.nest`` into ``cache_0 .. cache_K``). They take one prompt
+(batch dimension 1) and give, token for token, what ``generate`` gives for that prompt with the
+same settings and seed (same prompt handling, same cache length, same per-step choice):
+
+``stream_start``
+    ``prompt`` string ``[1]``, ``temperature`` float32 ``[1]``, ``top_k`` int32 ``[1]``,
+    ``top_p`` float32 ``[1]``, ``seed`` int64 ``[1]`` -> ``token_id`` int32 ``[1]`` (the first new
+    token), ``position`` int32 ``[1]`` (its position in the sequence), ``done`` bool ``[1]``
+    (``token_id`` is a stop token, or the prompt was empty: nothing to emit), ``budget`` int32
+    ``[1]`` (how many tokens may be generated in all: the export's ``max_new_tokens``, 0 for
+    an empty prompt) and the cache tensors.
+
+``stream_step``
+    ``token_id``, ``position`` (as returned by the previous call), the sampling settings and the
+    cache tensors -> the next ``token_id``, ``position``, ``done`` and the updated cache. Each
+    step feeds one token (flat cost per token). ``budget - 1`` steps at most.
+
 Prompt handling mirrors ``zoo.generation.generate`` (``run.generate``):
 
 * line models (``corpus_kind == "lines"``) get ``<bos>`` prepended and stop at ``<eos>``;
@@ -87,11 +106,13 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.errors import ZooError
-from zoo.generation.decode import PROMPT_BUCKET, generate_ids
+from zoo.generation.decode import PROMPT_BUCKET, _next_logits, generate_ids
+from zoo.generation.sampling import next_token
 from zoo.tokenizers.base import BOS_ID, EOS_ID, UNK_ID
 
 __all__ = [
     "SIGNATURES",
+    "STREAM_SIGNATURES",
     "WARMUP_FILE",
     "EXPORT_INFO_FILE",
     "next_version",
@@ -103,6 +124,7 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 EXPORT_INFO_FILE = "zoo_export.json"
 TEMP_PREFIX = ".tmp-export-"
 SIGNATURES = ("serving_default", "generate", "score", "tokenize", "detokenize")
+STREAM_SIGNATURES = ("stream_start", "stream_step")
 
 _REQUIRED_RUN_FILES = ("config.json", os.path.join("tokenizer", "tokenizer.json"), "model.keras")
 
@@ -147,7 +169,8 @@ class _ServingModule(tf.Module):
     """
 
     def __init__(self, model, tokenizer, *, line_corpus: bool, max_new_tokens: int,
-                 temperature: float, top_k: int, top_p: float, asset_paths=()):
+                 temperature: float, top_k: int, top_p: float, asset_paths=(),
+                 streaming: bool = True):
         super().__init__(name="zoo_serving")
         self.model_variables = list(model.variables)
         self.tokenizer = tokenizer
@@ -182,6 +205,9 @@ class _ServingModule(tf.Module):
             self._detokenize, input_signature=[tf.TensorSpec([None, None], tf.int32)],
             autograph=False,
         )
+        self._streaming = bool(streaming)
+        if self._streaming:
+            self._build_streaming()
 
     @property
     def _model(self):
@@ -194,6 +220,14 @@ class _ServingModule(tf.Module):
             "score": self.score.get_concrete_function(),
             "tokenize": self.tokenize.get_concrete_function(),
             "detokenize": self.detokenize.get_concrete_function(),
+            **(
+                {
+                    "stream_start": self.stream_start.get_concrete_function(),
+                    "stream_step": self.stream_step.get_concrete_function(),
+                }
+                if self._streaming
+                else {}
+            ),
         }
 
     # -- pieces ---------------------------------------------------------------------------------
@@ -247,6 +281,96 @@ class _ServingModule(tf.Module):
         )
         text = self.tokenizer.detokenize(new_ids)
         return text, new_ids, num_new
+
+    # -- streaming: the decoding loop one step per call, the cache as explicit state ---------
+
+    def _build_streaming(self) -> None:
+        """Signatures ``stream_start`` / ``stream_step`` (see the module docstring).
+
+        The cache's structure and shapes come from ``init_cache``: dimensions that change with
+        the cache length (a transformer's time axis) are left unknown in the signature, the
+        others are static.
+        """
+        model = self._model
+        short = model.init_cache(1, 2 * PROMPT_BUCKET)
+        long = model.init_cache(1, 3 * PROMPT_BUCKET)
+        self._cache_structure = short
+        leaves = tf.nest.flatten(short)
+        shapes = []
+        for a, b in zip(leaves, tf.nest.flatten(long), strict=True):
+            dims = [x if x == y else None for x, y in zip(a.shape.as_list(), b.shape.as_list(),
+                                                          strict=True)]
+            dims[0] = 1
+            shapes.append((dims, a.dtype))
+        self._num_cache = len(leaves)
+        cache_specs = [
+            tf.TensorSpec(dims, dtype, name=f"cache_{i}") for i, (dims, dtype) in enumerate(shapes)
+        ]
+        settings = [
+            tf.TensorSpec([1], tf.float32, name="temperature"),
+            tf.TensorSpec([1], tf.int32, name="top_k"),
+            tf.TensorSpec([1], tf.float32, name="top_p"),
+            tf.TensorSpec([1], tf.int64, name="seed"),
+        ]
+        self.stream_start = tf.function(
+            self._stream_start,
+            input_signature=[tf.TensorSpec([1], tf.string, name="prompt"), *settings],
+            autograph=False,
+        )
+        self.stream_step = tf.function(
+            self._stream_step,
+            input_signature=[
+                tf.TensorSpec([1], tf.int32, name="token_id"),
+                tf.TensorSpec([1], tf.int32, name="position"),
+                *settings,
+                *cache_specs,
+            ],
+            autograph=False,
+        )
+
+    def _cache_outputs(self, cache) -> dict:
+        return {f"cache_{i}": leaf for i, leaf in enumerate(tf.nest.flatten(cache))}
+
+    def _choose_next(self, logits, temperature, top_k, top_p, seed, step):
+        """The choice ``generate`` makes at position ``step`` (same masking, same noise)."""
+        return next_token(_next_logits(logits[:, -1, :]), temperature, top_k, top_p, seed, step)
+
+    def _is_stop(self, token):
+        if not self._stop_ids:
+            return tf.zeros_like(token, tf.bool)
+        stops = tf.constant(self._stop_ids, tf.int32)
+        return tf.reduce_any(tf.equal(token[:, None], stops[None, :]), axis=-1)
+
+    def _stream_start(self, prompt, temperature, top_k, top_p, seed):
+        prompt_ids, lengths, empty = self._prompts(prompt)
+        length = lengths[0]
+        total = tf.shape(prompt_ids, out_type=tf.int32)[1] + self._max_new
+        cache = self._model.init_cache(1, total)
+        logits, cache = self._model.call_with_cache(
+            prompt_ids[:, :length], cache, tf.constant(0, tf.int32)
+        )
+        token = self._choose_next(logits, temperature, top_k, top_p, seed, length)
+        done = tf.logical_or(empty, self._is_stop(token))
+        budget = tf.where(empty, 0, self._max_new)
+        return {
+            "token_id": token,
+            "position": tf.reshape(length, [1]),
+            "done": done,
+            "budget": budget,
+            **self._cache_outputs(cache),
+        }
+
+    def _stream_step(self, token_id, position, temperature, top_k, top_p, seed, *cache_leaves):
+        cache = tf.nest.pack_sequence_as(self._cache_structure, list(cache_leaves))
+        index = position[0]
+        logits, cache = self._model.call_with_cache(token_id[:, None], cache, index)
+        token = self._choose_next(logits, temperature, top_k, top_p, seed, index + 1)
+        return {
+            "token_id": token,
+            "position": position + 1,
+            "done": self._is_stop(token),
+            **self._cache_outputs(cache),
+        }
 
     # -- signatures -----------------------------------------------------------------------------
 
@@ -329,11 +453,12 @@ class _ServingModule(tf.Module):
 
 def build_serving_module(model, tokenizer, *, line_corpus: bool, max_new_tokens: int = 64,
                          temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                         asset_paths=()) -> _ServingModule:
+                         asset_paths=(), streaming: bool = True) -> _ServingModule:
     """The ``tf.Module`` that ``saved_model`` saves (also usable eagerly, e.g. in tests)."""
     return _ServingModule(
         model, tokenizer, line_corpus=line_corpus, max_new_tokens=max_new_tokens,
         temperature=temperature, top_k=top_k, top_p=top_p, asset_paths=asset_paths,
+        streaming=streaming,
     )
 
 
@@ -449,7 +574,8 @@ def _load_run(run_or_model):
 
 
 def saved_model(run_or_model, base: str, version: int | None = None, *, max_new_tokens: int = 64,
-                temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0) -> str:
+                temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                streaming: bool = True) -> str:
     """Export a run (directory or ``LoadedRun``) as SavedModel ``BASE/<version>/``; returns its path.
 
     Args:
@@ -461,6 +587,8 @@ def saved_model(run_or_model, base: str, version: int | None = None, *, max_new_
         budget. For a transformer it must be smaller than ``max_length``.
       temperature, top_k, top_p: ``serving_default``'s decoding (greedy when
         ``temperature == 0``).
+      streaming: also export ``stream_start`` / ``stream_step`` (token-by-token decoding with
+        the cache as explicit state; what ``zoo serve``'s ``:generate_stream`` route uses).
 
     Raises ``ZooError`` for a missing or unfinished run, bad settings, or an existing version.
     Nothing is left in ``base`` when the export fails.
@@ -484,8 +612,11 @@ def saved_model(run_or_model, base: str, version: int | None = None, *, max_new_
     os.makedirs(base, exist_ok=True)
     tmp = _make_temp_dir(base)
     try:
-        _write(run, tmp, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-               top_p=top_p)
+        settings = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                        top_p=top_p)
+        if streaming:
+            settings["streaming"] = True
+        _write(run, tmp, **settings)
         final = _publish(tmp, base, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -547,7 +678,8 @@ def _write(run, directory: str, **settings) -> None:
                       settings["max_new_tokens"])
     info = {
         "format": "zoo-saved-model/1",
-        "signatures": list(SIGNATURES),
+        "signatures": list(SIGNATURES) + (list(STREAM_SIGNATURES) if settings.get("streaming")
+                                           else []),
         "export": dict(settings, line_corpus=line_corpus,
                        max_length=getattr(run.model, "max_length", None)),
         "tokenizer": {"kind": run.tokenizer.kind, "vocab_size": run.tokenizer.vocab_size},

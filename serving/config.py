@@ -220,7 +220,7 @@ def build_arg_parser(prog: str = "zoo serve") -> argparse.ArgumentParser:
         description="Serve SavedModels with TensorFlow Serving's REST API (drop-in for tensorflow_model_server).",
     )
     d = ServerConfig()
-    p.add_argument("--port", type=int, default=d.port, help="gRPC port (stored; the gRPC front end comes later)")
+    p.add_argument("--port", type=int, default=d.port, help="gRPC port (PredictionService and ModelService); 0 picks a free port")
     p.add_argument("--rest_api_port", type=int, default=d.rest_api_port, help="REST port; 0 picks a free port")
     p.add_argument("--host", default=d.host, help="address to bind (default 127.0.0.1)")
     p.add_argument("--model_name", default=None, help="name of the model when --model_base_path is used")

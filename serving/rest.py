@@ -135,10 +135,25 @@ class RestApp:
         self._executor = ThreadPoolExecutor(max_workers=max(1, num_threads), thread_name_prefix="serving-rest")
         self._routes: dict[str, Callable[[dict, bytes], Awaitable[tuple[int, list, bytes]]]] = {}
         self.observers: list[Callable[[RequestRecord], None]] = []
+        self._stream_routes: list[tuple[re.Pattern, Callable[..., Awaitable[None]]]] = []
 
     def add_route(self, path: str, handler: Callable[[dict, bytes], Awaitable[tuple[int, list, bytes]]]) -> None:
         """Serve an exact path outside the /v1 API (e.g. a metrics page): handler(scope, body)."""
         self._routes[path] = handler
+
+    def add_stream_route(self, pattern: re.Pattern, handler: Callable[..., Awaitable[None]]) -> None:
+        """Serve POSTs whose path fullmatches ``pattern`` with a handler that sends the response
+        itself (e.g. Server-Sent Events): ``handler(scope, receive, send, match, body)``."""
+        self._stream_routes.append((pattern, handler))
+
+    def record(self, api: str, model: str, status: int, latency_s: float) -> None:
+        """Tell every observer about one finished request."""
+        record = RequestRecord(api, model, status, latency_s)
+        for observer in list(self.observers):
+            try:
+                observer(record)
+            except Exception:
+                log.exception("request observer failed")
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -170,6 +185,21 @@ class RestApp:
         if not _V1_PATH.fullmatch(path):
             await self._send(send, 404, [(b"content-type", b"text/html")], _NOT_FOUND_BODY)
             return
+        if method == "POST":
+            for pattern, handler in self._stream_routes:
+                match = pattern.fullmatch(path)
+                if match is not None:
+                    try:
+                        body = await self._read_body(scope, receive)
+                    except _Disconnected:
+                        return
+                    except _TooLarge:
+                        text = error_json(f"Request body is larger than the limit of {self.max_request_bytes} "
+                                          "bytes (--max_request_bytes)")
+                        await self._send(send, 400, [(b"content-type", b"application/json")], encode_text(text))
+                        return
+                    await handler(scope, receive, send, match, body)
+                    return
         if method == "OPTIONS":
             origin = _header(scope, b"origin")
             status = 200 if origin is not None and _ORIGIN.fullmatch(origin) else 400
@@ -199,12 +229,7 @@ class RestApp:
             )
         headers = [(b"content-type", b"application/json"), *self._cors()]
         await self._send(send, status, headers, encode_text(text))
-        record = RequestRecord(api, model, status, time.monotonic() - started)
-        for observer in list(self.observers):
-            try:
-                observer(record)
-            except Exception:
-                log.exception("request observer failed")
+        self.record(api, model, status, time.monotonic() - started)
 
     def _cors(self) -> list[tuple[bytes, bytes]]:
         return list(_CORS_HEADERS) if self.enable_cors else []
@@ -239,6 +264,9 @@ class RestApp:
     def _handle(self, method: str, path: str, body: bytes, gzip: bool) -> tuple[int, str, str, str]:
         api, model = "", ""
         try:
+            m = _PREDICTION_API.fullmatch(path) if method == "POST" else None
+            if m is not None:  # so that a failed request is still attributed (metrics)
+                api, model = m.group(4).lower(), _decode_arg(m.group(1))
             if gzip:
                 body = self._gunzip(body)
             api, model, text = self.dispatch(method, path, body)

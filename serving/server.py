@@ -25,6 +25,7 @@ import time
 
 from .config import ConfigError, ServerConfig, load_model_config_file, parse_args, resolve_models
 from .manager import ServableManager
+from .metrics import ServingExtras
 from .rest import RestApp
 
 __all__ = ["ModelServer", "ServerStartupError", "main"]
@@ -50,6 +51,9 @@ class ModelServer:
         self._config_thread: threading.Thread | None = None
         self._config_text: str | None = None
         self.rest_port: int | None = None
+        self.extras = ServingExtras(config)  # batching, metrics, streaming
+        self.grpc_server = None  # serving.grpc_server.GrpcServer once started
+        self.grpc_port: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -68,14 +72,16 @@ class ModelServer:
             enable_warmup=cfg.enable_model_warmup,
             allow_version_labels_for_unavailable_models=cfg.allow_version_labels_for_unavailable_models,
             load_threads=cfg.load_threads,
-        ).start()
+            loader=self.extras.loader(),
+        )
+        self.extras.attach_manager(self.manager)
+        self.manager.start()
         if cfg.model_config_file and cfg.model_config_file_poll_wait_seconds > 0:
             self._config_thread = threading.Thread(target=self._watch_config, name="serving-config", daemon=True)
             self._config_thread.start()
         if wait_for_models:
             self._wait_for_models(timeout)
-        if cfg.port:
-            log.info("gRPC port %d is configured; the gRPC front end is not part of this server yet", cfg.port)
+        self._start_grpc()
         self._start_rest()
         return self
 
@@ -112,6 +118,7 @@ class ModelServer:
             num_threads=cfg.rest_threads,
             enable_cors=cfg.rest_api_enable_cors_support,
         )
+        self.extras.attach_app(self.app, self.manager)
         family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -146,6 +153,23 @@ class ModelServer:
             time.sleep(0.02)
         log.info("REST API at %s", self.rest_url)
 
+    def _start_grpc(self) -> None:
+        """gRPC on --port (0: a free port). A port that cannot be bound is logged; REST still starts."""
+        from .grpc_server import GrpcServer
+
+        def apply(models) -> None:
+            self.config.models = list(models)
+            self.manager.reload_config(models)
+
+        cfg = self.config
+        server = GrpcServer(self.manager, host=cfg.host, port=cfg.port, max_threads=cfg.grpc_max_threads,
+                            reload_config=apply)
+        try:
+            self.grpc_server = server.start()
+            self.grpc_port = server.port
+        except OSError as exc:
+            log.error("gRPC API not started: %s", exc)
+
     @property
     def rest_url(self) -> str:
         if self.rest_port is None:
@@ -158,6 +182,9 @@ class ModelServer:
     def stop(self) -> None:
         """Stop serving REST, then unload every model. Safe to call twice."""
         self._abort.set()
+        if self.grpc_server is not None:
+            self.grpc_server.stop()
+            self.grpc_server = None
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
         if self._thread is not None:
@@ -171,6 +198,7 @@ class ModelServer:
             self._socket = None
         if self.app is not None:
             self.app.close()
+        self.extras.close()
         if self.manager is not None:
             self.manager.stop()
         if self._config_thread is not None:
@@ -219,10 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         config = parse_args(argv)
+        server = ModelServer(config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    server = ModelServer(config)
     stop = threading.Event()
 
     def on_signal(signum, frame) -> None:
@@ -246,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: cannot listen on {config.host}:{config.rest_api_port}: {exc}", file=sys.stderr)
             return 1
         print(f"REST API at {server.rest_url}", flush=True)
+        if server.grpc_server is not None:
+            print(f"gRPC API at {server.grpc_server.target}", flush=True)
         while not stop.wait(0.5):
             pass
         return 0

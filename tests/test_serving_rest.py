@@ -147,7 +147,7 @@ model_config_list {{
         [
             "--model_config_file", config_path,
             "--rest_api_port=0",
-            "--port", "8500",
+            "--port", "0",
             "--file_system_poll_wait_seconds", "0.5",
             "--max_num_load_retries", "0",
         ]
@@ -693,7 +693,7 @@ def test_classify_regress_errors(url):
 
 
 def _lifecycle_server(base: str, **overrides) -> ModelServer:
-    cfg = ServerConfig(
+    cfg = ServerConfig(port=0,
         models=[ModelConfig(name="m", base_path=base)],
         rest_api_port=0,
         file_system_poll_wait_seconds=0.1,
@@ -807,7 +807,7 @@ def test_model_config_reload_adds_and_unloads_models(store, tmp_path):
     _install(store, "hpt3", str(tmp_path / "b" / "1"))
     config = tmp_path / "models.config"
     config.write_text(f'model_config_list {{ config {{ name: "a" base_path: "{tmp_path}/a" }} }}')
-    cfg = ServerConfig(model_config_file=str(config), model_config_file_poll_wait_seconds=1,
+    cfg = ServerConfig(port=0, model_config_file=str(config), model_config_file_poll_wait_seconds=1,
                        rest_api_port=0, file_system_poll_wait_seconds=0.1)
     srv = ModelServer(cfg).start(timeout=120)
     try:
@@ -830,7 +830,7 @@ def test_startup_fails_when_no_version_loads(tmp_path):
     base = tmp_path / "m" / "1"
     base.mkdir(parents=True)
     (base / "saved_model.pb").write_bytes(b"not a proto")
-    cfg = ServerConfig(models=[ModelConfig(name="m", base_path=str(tmp_path / "m"))], rest_api_port=0,
+    cfg = ServerConfig(port=0, models=[ModelConfig(name="m", base_path=str(tmp_path / "m"))], rest_api_port=0,
                        file_system_poll_wait_seconds=0.1, max_num_load_retries=0)
     with pytest.raises(ServerStartupError, match="1 servable\\(s\\) did not become available"):
         ModelServer(cfg).start(timeout=60)

@@ -1,0 +1,608 @@
+"""TF Serving's gRPC API (``PredictionService`` and ``ModelService``) over the stock protos.
+
+Services and methods (``tensorflow_serving/apis/prediction_service.proto``, ``model_service.proto``):
+
+* ``PredictionService.Predict``: ``TensorProto`` inputs by alias -> ``TensorProto`` outputs
+  (written field by field, like TF Serving's ``Tensor::AsProtoField``, so ``float_val`` etc.
+  are filled); ``output_filter`` picks outputs.  The response's ``model_spec`` names the model,
+  the version that answered and the signature (``serving_default`` when none was given).
+* ``PredictionService.GetModelMetadata``: ``metadata["signature_def"]`` is an ``Any`` holding a
+  ``SignatureDefMap`` of every signature (get_model_metadata_impl.cc).
+* ``PredictionService.Classify`` / ``Regress`` / ``MultiInference``: ``tf.Example`` inputs on
+  classify/regress signatures (classifier.cc, regressor.cc, multi_inference.cc).
+* ``ModelService.GetModelStatus`` (get_model_status_impl.cc) and ``HandleReloadConfigRequest``
+  (model_service_impl.cc: applies a ``ModelServerConfig`` and waits for newly added models).
+
+Errors carry TF Serving's canonical codes and texts (shared with the REST front end through
+:mod:`serving.predict` and :class:`serving.manager.ServableManager`); a message longer than 1024
+characters is cut and ends in ``...TRUNCATED`` (grpc_status_util.cc).  Messages may be up to
+INT32_MAX bytes each way (server.cc).  Unlike TF Serving, an input ``TensorProto`` whose shape asks
+for far more elements than it carries (TF fills the rest with the last value) is refused once the
+filled tensor would pass :data:`MAX_FILLED_TENSOR_BYTES`, so a tiny request cannot make the
+server allocate gigabytes.
+
+Only ``ModelServer`` (:mod:`serving.server`) starts this normally; in-process::
+
+    server = GrpcServer(manager, host="127.0.0.1", port=0).start()
+    server.port  # the bound port
+    server.stop()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent import futures
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from .config import ConfigError, ModelConfig, parse_model_server_config
+from .errors import Code, ServingError, from_exception, invalid_argument
+from .manager import ServableManager
+from .predict import classify, examples_from_input_proto, predict, regress, resolve_signature
+from .servable import CLASSIFY_METHOD, DEFAULT_SERVING_SIGNATURE, REGRESS_METHOD, Servable
+
+__all__ = [
+    "ERROR_MESSAGE_LIMIT",
+    "GrpcRequestRecord",
+    "GrpcServer",
+    "MAX_FILLED_TENSOR_BYTES",
+    "MAX_MESSAGE_LENGTH",
+    "ModelServicer",
+    "PredictionServicer",
+    "ndarray_to_tensor_proto",
+    "tensor_proto_to_ndarray",
+    "truncate_message",
+]
+
+log = logging.getLogger("serving")
+
+MAX_MESSAGE_LENGTH = 2**31 - 1  # tensorflow::kint32max, TF Serving's SetMaxMessageSize
+ERROR_MESSAGE_LIMIT = 1024  # grpc_status_util.cc kErrorMessageLimit
+MAX_FILLED_TENSOR_BYTES = 256 * 1024 * 1024
+SIGNATURE_DEF_FIELD = "signature_def"  # get_model_metadata_impl.cc kSignatureDef
+DEFAULT_RELOAD_WAIT_S = 300.0
+
+
+def truncate_message(message: str) -> str:
+    """grpc_status_util.cc ToGRPCStatus: keep 1024 bytes, then ``...TRUNCATED``."""
+    raw = message.encode("utf-8", "surrogateescape")
+    if len(raw) <= ERROR_MESSAGE_LIMIT:
+        return message
+    return raw[:ERROR_MESSAGE_LIMIT].decode("utf-8", "ignore") + "...TRUNCATED"
+
+
+# ----------------------------------------------------------------------------------------------
+# TensorProto <-> numpy
+
+
+def _dtype_fields() -> dict[int, str]:
+    from tensorflow.core.framework import types_pb2 as t
+
+    return {
+        t.DT_FLOAT: "float_val",
+        t.DT_DOUBLE: "double_val",
+        t.DT_INT32: "int_val",
+        t.DT_INT16: "int_val",
+        t.DT_INT8: "int_val",
+        t.DT_UINT8: "int_val",
+        t.DT_UINT16: "int_val",
+        t.DT_INT64: "int64_val",
+        t.DT_UINT32: "uint32_val",
+        t.DT_UINT64: "uint64_val",
+        t.DT_BOOL: "bool_val",
+        t.DT_STRING: "string_val",
+        t.DT_HALF: "half_val",
+        t.DT_BFLOAT16: "half_val",
+        t.DT_COMPLEX64: "scomplex_val",
+        t.DT_COMPLEX128: "dcomplex_val",
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def _fields() -> dict[int, str]:
+    return _dtype_fields()
+
+
+def ndarray_to_tensor_proto(value):
+    """A numpy array (or anything ``np.asarray`` takes) as a TensorProto with typed value fields.
+
+    Mirrors ``Tensor::AsProtoField`` (what TF Serving's Predict writes): ``float_val``,
+    ``int64_val``, ``string_val``... rather than ``tensor_content``; other dtypes fall back to
+    ``tf.make_tensor_proto``.
+    """
+    import tensorflow as tf
+
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    arr = np.asarray(value)
+    if arr.dtype.kind == "U":
+        arr = np.array([s.encode("utf-8") for s in arr.reshape(-1).tolist()], dtype=object).reshape(arr.shape)
+    if arr.dtype.kind in ("O", "S"):
+        dtype = tf.string
+    else:
+        try:
+            dtype = tf.as_dtype(arr.dtype)
+        except TypeError:
+            return tf.make_tensor_proto(arr)
+    field = _fields().get(dtype.as_datatype_enum)
+    if field is None:
+        return tf.make_tensor_proto(arr)
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+
+    proto = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum)
+    proto.tensor_shape.CopyFrom(
+        tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in arr.shape])
+    )
+    flat = arr.reshape(-1)
+    if flat.size == 0:
+        return proto
+    if dtype == tf.string:
+        proto.string_val.extend(
+            v if isinstance(v, bytes) else (v.encode("utf-8") if isinstance(v, str) else bytes(v)) for v in flat.tolist()
+        )
+    elif field == "half_val":
+        proto.half_val.extend(flat.view(np.uint16).astype(np.int32).tolist())
+    elif field == "scomplex_val":
+        proto.scomplex_val.extend(flat.astype(np.complex64).view(np.float32).tolist())
+    elif field == "dcomplex_val":
+        proto.dcomplex_val.extend(flat.astype(np.complex128).view(np.float64).tolist())
+    else:
+        getattr(proto, field).extend(flat.tolist())
+    return proto
+
+
+def _values_sent(proto, dtype) -> int:
+    if proto.tensor_content:
+        return len(proto.tensor_content) // max(1, dtype.size)
+    field = _fields().get(proto.dtype)
+    if field is None:
+        return 0
+    count = len(getattr(proto, field))
+    return count // 2 if field in ("scomplex_val", "dcomplex_val") else count
+
+
+def tensor_proto_to_ndarray(proto, alias: str = "", max_filled_bytes: int = MAX_FILLED_TENSOR_BYTES) -> np.ndarray:
+    """``tf.make_ndarray`` with TF Serving's error for a proto it cannot parse.
+
+    Raises INVALID_ARGUMENT ``tensor parsing error: ALIAS`` (predict_util.cc) for a bad dtype,
+    shape or value count, and refuses (same code) a proto whose missing values would be filled
+    into more than ``max_filled_bytes``.
+    """
+    import tensorflow as tf
+
+    try:
+        dtype = tf.dtypes.as_dtype(proto.dtype)
+        if proto.dtype == 0 or proto.tensor_shape.unknown_rank:
+            raise ValueError("no dtype or shape")
+        dims = [int(d.size) for d in proto.tensor_shape.dim]
+        if any(d < 0 for d in dims):
+            raise ValueError("negative dimension")
+        n = int(np.prod(dims, dtype=np.float64)) if dims else 1
+        sent = _values_sent(proto, dtype)
+        if n > sent:
+            if dtype == tf.string:
+                item = max(8, max((len(s) for s in proto.string_val[-1:]), default=0) + 8)
+            else:
+                item = max(1, dtype.size)
+            if n * item > max_filled_bytes:
+                raise invalid_argument(
+                    f"tensor parsing error: {alias}: its shape {dims} asks for {n} elements but "
+                    f"{sent} were sent; filling the rest would pass {max_filled_bytes} bytes"
+                )
+        if sent > n and not proto.tensor_content:
+            # Tensor::FromProto ignores values past the shape's element count.
+            field = _fields()[proto.dtype]
+            trimmed = type(proto)()
+            trimmed.CopyFrom(proto)
+            keep = n * 2 if field in ("scomplex_val", "dcomplex_val") else n
+            del getattr(trimmed, field)[keep:]
+            proto = trimmed
+        arr = tf.make_ndarray(proto)
+    except ServingError:
+        raise
+    except Exception as exc:
+        raise invalid_argument(f"tensor parsing error: {alias}") from exc
+    return arr
+
+
+def _input_value(proto, alias: str):
+    """An input for :func:`serving.predict.predict`: numpy, or a tf.Tensor where numpy loses the dtype."""
+    import tensorflow as tf
+
+    arr = tensor_proto_to_ndarray(proto, alias)
+    want = tf.dtypes.as_dtype(proto.dtype)
+    if want == tf.string:
+        return arr
+    try:
+        same = tf.as_dtype(arr.dtype) == want
+    except TypeError:
+        same = False
+    return arr if same else tf.constant(arr, dtype=want)
+
+
+# ----------------------------------------------------------------------------------------------
+# servicers
+
+
+@dataclasses.dataclass(frozen=True)
+class GrpcRequestRecord:
+    """What an observer (e.g. metrics) learns about each RPC."""
+
+    api: str  # Predict | Classify | Regress | MultiInference | GetModelMetadata | GetModelStatus | ...
+    model_name: str
+    code: Code
+    latency_s: float
+
+
+Observer = Callable[[GrpcRequestRecord], None]
+
+
+def _model_name_of(request) -> str:
+    if hasattr(request, "model_spec"):
+        return request.model_spec.name
+    if hasattr(request, "tasks") and len(request.tasks):
+        return request.tasks[0].model_spec.name
+    return ""
+
+
+def _rpc(api: str):
+    """Run a handler; turn ServingError (and anything else) into a gRPC status, report to observers."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def handler(self, request, context):
+            started = time.monotonic()
+            error: ServingError | None = None
+            response = None
+            try:
+                response = fn(self, request, context)
+            except ServingError as exc:
+                error = exc
+            except RecursionError:
+                error = ServingError(Code.INVALID_ARGUMENT, "Request is nested too deeply")
+            except MemoryError:
+                error = ServingError(Code.RESOURCE_EXHAUSTED, "Out of memory while processing the request")
+            except Exception as exc:  # never leak a Python traceback through gRPC
+                log.exception("gRPC %s failed", api)
+                error = from_exception(exc)
+            self._observe(api, _model_name_of(request), error.code if error else Code.OK, time.monotonic() - started)
+            if error is not None:
+                context.abort(grpc.StatusCode[error.code.name], truncate_message(error.message))
+            return response
+
+        return handler
+
+    return wrap
+
+
+class _Base:
+    def __init__(self, manager: ServableManager, observers: list[Observer]):
+        self.manager = manager
+        self._observers = observers
+
+    def _observe(self, api: str, model: str, code: Code, latency: float) -> None:
+        record = GrpcRequestRecord(api, model, code, latency)
+        for fn in list(self._observers):
+            try:
+                fn(record)
+            except Exception:
+                log.exception("gRPC request observer failed")
+
+    def servable_for(self, spec) -> Servable:
+        """ServerCore::GetServableRequestFromModelSpec + GetServableHandle."""
+        if not spec.name:
+            raise invalid_argument("ModelSpec has no name specified.")
+        choice = spec.WhichOneof("version_choice")
+        if choice == "version":
+            return self.manager.get_servable(spec.name, version=int(spec.version.value))
+        if choice == "version_label":
+            return self.manager.get_servable(spec.name, label=spec.version_label)
+        return self.manager.get_servable(spec.name)
+
+
+def _require_spec(request) -> None:
+    if not request.HasField("model_spec"):
+        raise invalid_argument("Missing ModelSpec")
+
+
+def _response_spec(out, name: str, version: int, signature_name: str | None) -> None:
+    """util.cc MakeModelSpec: name, version, and the signature ('' -> serving_default)."""
+    out.Clear()
+    out.name = name
+    if signature_name is not None:
+        out.signature_name = signature_name or DEFAULT_SERVING_SIGNATURE
+    out.version.value = int(version)
+
+
+def _fill_classification(result, rows) -> None:
+    for row in rows:
+        entry = result.classifications.add()
+        for label, score in row:
+            cls = entry.classes.add()
+            cls.label = label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
+            cls.score = float(score)
+
+
+def _fill_regression(result, values) -> None:
+    for value in values:
+        result.regressions.add().value = float(value)
+
+
+class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceServicer):
+    """``tensorflow.serving.PredictionService`` on a :class:`ServableManager`."""
+
+    @_rpc("Predict")
+    def Predict(self, request, context):  # noqa: N802 - gRPC method name
+        _require_spec(request)
+        servable = self.servable_for(request.model_spec)
+        sig = resolve_signature(servable, request.model_spec.signature_name)
+        if set(request.inputs) == set(sig.inputs):
+            inputs = {alias: _input_value(proto, alias) for alias, proto in request.inputs.items()}
+        else:  # predict() reports the mismatch before any tensor is parsed, as TF Serving does
+            inputs = dict.fromkeys(request.inputs)
+        outputs = predict(servable, sig.key, inputs, list(request.output_filter) or None)
+        response = predict_pb2.PredictResponse()
+        _response_spec(response.model_spec, request.model_spec.name, servable.version, sig.key)
+        for alias, value in outputs.items():
+            response.outputs[alias].CopyFrom(ndarray_to_tensor_proto(value))
+        return response
+
+    @_rpc("GetModelMetadata")
+    def GetModelMetadata(self, request, context):  # noqa: N802
+        _require_spec(request)
+        if not request.metadata_field:
+            raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        for field in request.metadata_field:
+            if field != SIGNATURE_DEF_FIELD:
+                raise invalid_argument(f"Metadata field {field} is not supported")
+            servable = self.servable_for(request.model_spec)
+            response.model_spec.name = request.model_spec.name
+            response.model_spec.version.value = servable.version
+            response.metadata[SIGNATURE_DEF_FIELD].Pack(servable.signature_def_map())
+        return response
+
+    @_rpc("Classify")
+    def Classify(self, request, context):  # noqa: N802
+        _require_spec(request)
+        servable = self.servable_for(request.model_spec)
+        examples, ctx = examples_from_input_proto(request.input)
+        rows = classify(servable, request.model_spec.signature_name, examples, ctx)
+        response = classification_pb2.ClassificationResponse()
+        _response_spec(response.model_spec, request.model_spec.name, servable.version,
+                       request.model_spec.signature_name)
+        _fill_classification(response.result, rows)
+        return response
+
+    @_rpc("Regress")
+    def Regress(self, request, context):  # noqa: N802
+        _require_spec(request)
+        servable = self.servable_for(request.model_spec)
+        examples, ctx = examples_from_input_proto(request.input)
+        values = regress(servable, request.model_spec.signature_name, examples, ctx)
+        response = regression_pb2.RegressionResponse()
+        _response_spec(response.model_spec, request.model_spec.name, servable.version,
+                       request.model_spec.signature_name)
+        _fill_regression(response.result, values)
+        return response
+
+    @_rpc("MultiInference")
+    def MultiInference(self, request, context):  # noqa: N802
+        """multi_inference_helper.cc + multi_inference.cc: classify/regress tasks on one input."""
+        if not request.tasks:
+            raise invalid_argument("Expected at least one task")
+        servable = self.servable_for(request.tasks[0].model_spec)
+        model_name = ""
+        seen: set[str] = set()
+        input_names: set[str] = set()
+        plan = []
+        for task in request.tasks:
+            if not task.model_spec.name:
+                raise invalid_argument("Found ModelSpec with an empty model name.")
+            if not model_name:
+                model_name = task.model_spec.name
+            elif model_name != task.model_spec.name:
+                raise invalid_argument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+            key = task.model_spec.signature_name or DEFAULT_SERVING_SIGNATURE
+            if key in seen:
+                raise invalid_argument(f"Duplicate evaluation of signature: {key}")
+            seen.add(key)
+            sig = servable.signature(key)
+            if sig is None:
+                raise invalid_argument(f"Requested signature not found in model graph: {key}")
+            if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
+                raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}")
+            if "inputs" in sig.inputs:
+                input_names.add(sig.inputs["inputs"].tensor_name)
+            plan.append((task, key))
+        if len(input_names) > 1:
+            raise invalid_argument("Input tensor must be the same for all Signatures.")
+        examples, ctx = examples_from_input_proto(request.input)
+        response = inference_pb2.MultiInferenceResponse()
+        for task, key in plan:
+            result = response.results.add()
+            _response_spec(result.model_spec, model_name, servable.version, key)
+            if task.method_name == CLASSIFY_METHOD:
+                _fill_classification(result.classification_result, classify(servable, key, examples, ctx))
+            else:
+                _fill_regression(result.regression_result, regress(servable, key, examples, ctx))
+        return response
+
+
+ReloadFn = Callable[[list[ModelConfig]], None]
+
+
+class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
+    """``tensorflow.serving.ModelService``: status and config reload."""
+
+    def __init__(self, manager: ServableManager, observers: list[Observer], reload_config: ReloadFn | None = None,
+                 reload_wait_s: float = DEFAULT_RELOAD_WAIT_S):
+        super().__init__(manager, observers)
+        self._reload = reload_config or manager.reload_config
+        self._reload_wait_s = reload_wait_s
+        self._reload_lock = threading.Lock()
+
+    @_rpc("GetModelStatus")
+    def GetModelStatus(self, request, context):  # noqa: N802
+        _require_spec(request)
+        spec = request.model_spec
+        version = int(spec.version.value) if spec.WhichOneof("version_choice") == "version" else None
+        statuses = self.manager.model_status(spec.name, version)
+        response = get_model_status_pb2.GetModelStatusResponse()
+        state_enum = get_model_status_pb2.ModelVersionStatus.State
+        for st in statuses:
+            entry = response.model_version_status.add()
+            entry.version = st.version
+            entry.state = state_enum.Value(st.state.value)
+            entry.status.error_code = int(st.error_code)
+            entry.status.error_message = st.error_message
+        return response
+
+    @_rpc("HandleReloadConfigRequest")
+    def HandleReloadConfigRequest(self, request, context):  # noqa: N802
+        """model_service_impl.cc + ServerCore::ReloadConfig: apply, then wait for added models."""
+        from google.protobuf import text_format
+
+        config = request.config
+        if config.WhichOneof("config") != "model_config_list":
+            raise invalid_argument("ServerConfig is not of type ModelConfigList.")
+        try:
+            models = parse_model_server_config(text_format.MessageToString(config))
+        except ConfigError as exc:
+            raise invalid_argument(str(exc)) from None
+        with self._reload_lock:
+            before = set(self.manager.model_names())
+            self._reload(models)
+            added = {m.name for m in models} - before
+            budget = self._reload_wait_s
+            remaining = context.time_remaining() if context is not None else None
+            if remaining is not None:
+                budget = min(budget, max(0.0, remaining - 0.5))
+            self._await_models(added, budget)
+        log.info("ReloadConfig successful")
+        response = model_management_pb2.ReloadConfigResponse()
+        response.status.error_code = 0
+        return response
+
+    def _await_models(self, names: Iterable[str], budget_s: float) -> None:
+        names = set(names)
+        if not names:
+            return
+        deadline = time.monotonic() + budget_s
+        while True:
+            unsettled, failed = self.manager.readiness()
+            failed = {k: v for k, v in failed.items() if k in names}
+            if failed:
+                detail = ", ".join(f"{k}: {v}" for k, v in sorted(failed.items()))
+                raise ServingError(Code.UNKNOWN, f"{len(failed)} servable(s) did not become available: {{{detail}}}")
+            waiting = sorted(set(unsettled) & names)
+            if not waiting:
+                return
+            if time.monotonic() >= deadline:
+                raise ServingError(
+                    Code.DEADLINE_EXCEEDED,
+                    f"{len(waiting)} servable(s) did not become available in time: {{{', '.join(waiting)}}}; "
+                    "the new config stays applied and loading continues",
+                )
+            self.manager.wait_for_change(min(0.5, max(0.01, deadline - time.monotonic())))
+
+
+# ----------------------------------------------------------------------------------------------
+# the server
+
+
+def default_max_threads() -> int:
+    """TF Serving's --grpc_max_threads default: 4 x the schedulable CPUs."""
+    return max(4, 4 * (os.cpu_count() or 1))
+
+
+class GrpcServer:
+    """A ``grpc.server`` with both services, bound to ``host:port`` (0 picks a free port)."""
+
+    def __init__(
+        self,
+        manager: ServableManager,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_threads: int = 0,
+        reload_config: ReloadFn | None = None,
+        reload_wait_s: float = DEFAULT_RELOAD_WAIT_S,
+        options: Sequence[tuple[str, object]] = (),
+    ):
+        self.manager = manager
+        self.host = host
+        self.requested_port = int(port)
+        self.max_threads = max_threads if max_threads and max_threads > 0 else default_max_threads()
+        self.observers: list[Observer] = []
+        self.prediction = PredictionServicer(manager, self.observers)
+        self.model = ModelServicer(manager, self.observers, reload_config, reload_wait_s)
+        self._options = [
+            ("grpc.max_send_message_length", MAX_MESSAGE_LENGTH),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_LENGTH),
+            ("grpc.so_reuseport", 0),  # two servers must never share a port
+            *options,
+        ]
+        self._server: grpc.Server | None = None
+        self._executor: futures.ThreadPoolExecutor | None = None
+        self.port: int | None = None
+
+    @property
+    def target(self) -> str:
+        if self.port is None:
+            raise RuntimeError("the gRPC server is not started")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def start(self) -> GrpcServer:
+        """Bind and serve; raises OSError when the address cannot be bound."""
+        self._executor = futures.ThreadPoolExecutor(max_workers=self.max_threads, thread_name_prefix="serving-grpc")
+        server = grpc.server(self._executor, options=self._options)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(self.prediction, server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(self.model, server)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        address = f"{host}:{self.requested_port}"
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            port = 0
+            reason = str(exc)
+        else:
+            reason = "address in use or not available"
+        if not port:
+            server.stop(None)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+            raise OSError(f"cannot bind the gRPC server to {address}: {reason}")
+        server.start()
+        self._server = server
+        self.port = port
+        log.info("gRPC API at %s", self.target)
+        return self
+
+    def stop(self, grace: float | None = 2.0) -> None:
+        """Stop accepting RPCs; let running ones finish for up to ``grace`` seconds. Safe twice."""
+        if self._server is not None:
+            self._server.stop(grace).wait(timeout=(grace or 0) + 5)
+            self._server = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
