@@ -71,6 +71,15 @@ class LoadedRun:
             kwargs.setdefault("stop_token_ids", (EOS_ID,))
         return generate(self.model, self.tokenizer, prompts, **kwargs)
 
+    def stream(self, prompt: str, **kwargs):
+        """Yield the continuation of ``prompt`` piece by piece; see ``zoo.generation.stream``."""
+        from zoo.generation.stream import stream
+
+        if self.line_corpus:
+            kwargs.setdefault("add_bos", True)
+            kwargs.setdefault("stop_token_ids", (EOS_ID,))
+        return stream(self.model, self.tokenizer, prompt, **kwargs)
+
     def evaluate(self, data: str | None = None, split: str = "validation", batch_size: int | None = None):
         """Loss, perplexity (and bits per character) over a whole split; see ``zoo.evaluate``."""
         from zoo.evaluation import evaluate_run
