@@ -51,6 +51,7 @@ def _cmd_train(args) -> int:
             epochs=args.epochs,
             max_steps=args.max_steps,
             learning_rate=args.learning_rate,
+            distribute=args.distribute,
         ).items()
         if v is not None
     }
@@ -72,6 +73,19 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_prepare(args) -> int:
+    from zoo.data.prepared import prepare
+
+    manifest = prepare(args.data, args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+                       shard_tokens=args.shard_tokens)
+    splits = {name: {"tokens": entry["tokens"], "shards": len(entry["shards"])}
+              for name, entry in manifest["splits"].items()}
+    print(json.dumps({"out": os.path.abspath(args.out), "tokenizer": manifest["tokenizer"]["kind"],
+                      "vocab_size": manifest["tokenizer"]["vocab_size"], "splits": splits,
+                      "seconds": manifest["seconds"]}, indent=2))
+    return 0
+
+
 def _cmd_eval(args) -> int:
     from zoo.evaluation import evaluate
 
@@ -84,6 +98,22 @@ def _cmd_generate(args) -> int:
     from zoo.run import load
 
     run = load(args.run)
+    if args.stream:
+        if args.echo:
+            print(args.prompt, end="", flush=True)
+        for piece in run.stream(
+            args.prompt,
+            max_new_tokens=args.max_new_tokens,
+            strategy=args.strategy,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            seed=args.seed,
+            stop=args.stop,
+        ):
+            print(piece, end="", flush=True)
+        print()
+        return 0
     text = run.generate(
         args.prompt,
         max_new_tokens=args.max_new_tokens,
@@ -97,6 +127,12 @@ def _cmd_generate(args) -> int:
     )
     print(args.prompt + text if args.echo else text)
     return 0
+
+
+def _cmd_serve(args) -> int:
+    from serving.server import main as serve_main
+
+    return serve_main(args.serve_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,7 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="model.<field>=V or train.<field>=V (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--distribute", choices=["none", "mirrored", "multiworker", "tpu"],
+                   help="none (default), mirrored (local GPUs), multiworker (TF_CONFIG cluster), "
+                        "tpu; --batch-size is the global batch")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("prepare", help="tokenize a corpus once into sharded TFRecord files")
+    p.add_argument("--data", required=True, help="dataset:NAME, a .txt file or a directory of .txt")
+    p.add_argument("--tokenizer", default="char", choices=["char", "word", "wordpiece", "sentencepiece"])
+    p.add_argument("--vocab-size", type=int)
+    p.add_argument("--out", required=True, help="new directory; train on it with --data prepared:DIR")
+    p.add_argument("--shard-tokens", type=int, default=1 << 22,
+                   help="token ids per shard (default 4194304)")
+    p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("eval", help="loss and perplexity over a whole split (JSON)")
     p.add_argument("run")
@@ -145,18 +193,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--stop", help="cut the output at this string")
     p.add_argument("--echo", action="store_true", help="print the prompt before the continuation")
+    p.add_argument("--stream", action="store_true",
+                   help="print the continuation token by token as it is produced")
     p.set_defaults(func=_cmd_generate)
 
     from export.cli import add_export_parser
 
     add_export_parser(sub)
+
+    p = sub.add_parser(
+        "serve", add_help=False,
+        help="serve exported models over TF Serving's REST and gRPC APIs (tensorflow_model_server "
+        "flags; see zoo serve --help)",
+    )
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``zoo`` console script."""
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:  # the server parses its own TF Serving-style flags
+        args = argparse.Namespace(func=_cmd_serve, serve_args=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ZooError as err:

@@ -10,6 +10,9 @@ from zoo.errors import ZooError
 
 DEFAULT_VOCAB_SIZES = {"char": None, "word": None, "wordpiece": 4000, "sentencepiece": 2000}
 
+# Where training runs (see zoo.distribute): one device, local GPUs, a TF_CONFIG cluster, a TPU.
+DISTRIBUTE_CHOICES = ("none", "mirrored", "multiworker", "tpu")
+
 
 @dataclass
 class TrainConfig:
@@ -21,7 +24,7 @@ class TrainConfig:
     tokenizer: str = "char"
     vocab_size: int | None = None  # None: the tokenizer's default (all characters for "char")
     seq_len: int | None = None  # None: the model's context (transformer) or 64
-    batch_size: int = 32
+    batch_size: int = 32  # the GLOBAL batch: split across replicas under a distribution strategy
     epochs: int | None = None  # None and no max_steps: one epoch
     max_steps: int | None = None
     learning_rate: float = 1e-3
@@ -36,6 +39,7 @@ class TrainConfig:
     seed: int = 1337
     mixed_precision: bool | None = None  # None: bfloat16 on a GPU, float32 on a CPU
     jit_compile: bool | None = None  # None: XLA on a GPU
+    distribute: str = "none"  # none | mirrored | multiworker | tpu (see zoo.distribute)
     model_overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -49,6 +53,10 @@ class TrainConfig:
         if self.tokenizer not in DEFAULT_VOCAB_SIZES:
             raise ZooError(
                 f"unknown tokenizer {self.tokenizer!r}; choose one of: {', '.join(DEFAULT_VOCAB_SIZES)}"
+            )
+        if self.distribute not in DISTRIBUTE_CHOICES:
+            raise ZooError(
+                f"unknown distribute {self.distribute!r}; choose one of: {', '.join(DISTRIBUTE_CHOICES)}"
             )
 
     def to_dict(self) -> dict:

@@ -52,11 +52,15 @@ def evaluate_run(run, data: str | None = None, split: str = "validation",
                  batch_size: int | None = None) -> dict:
     """Evaluate a loaded run on ``split`` of ``data`` (default: the data it was trained on)."""
     source = data or run.config["data"]
-    corpus = zdata.load_corpus(source)
-    ids = zdata.encode(run.tokenizer, corpus, split)
+    if zdata.is_prepared(source):  # already tokenized shards (zoo prepare)
+        prepared = zdata.open_prepared(source)
+        ids, kind = prepared.ids(split), prepared.kind
+    else:
+        corpus = zdata.load_corpus(source)
+        ids, kind = zdata.encode(run.tokenizer, corpus, split), corpus.kind
     seq_len = run.config["seq_len"]
     batch = batch_size or run.config["train"]["batch_size"]
-    result = evaluate_model(run.model, run.tokenizer, ids, corpus.kind, seq_len, batch)
+    result = evaluate_model(run.model, run.tokenizer, ids, kind, seq_len, batch)
     result.update(data=source, split=split, model=run.config["model"])
     return result
 

@@ -13,6 +13,7 @@ from zoo.data.pipelines import (
     steps_per_epoch,
     training_dataset,
 )
+from zoo.data.prepared import PreparedData, is_prepared, open_prepared, prepare
 from zoo.data.sources import (
     DATASETS,
     Corpus,
@@ -53,3 +54,5 @@ __all__ = [
     "training_dataset",
     "translation_pairs",
 ]
+
+__all__ += ["PreparedData", "is_prepared", "open_prepared", "prepare"]
