@@ -1,0 +1,115 @@
+"""Decoding speed: KV-cached loop vs recomputing the prefix, eager (optionally XLA) and through
+the exported SavedModel (no XLA, as stock TF Serving runs it), side by side in one run.
+
+    python bench/generate_speed.py --quick        # tiny transformer, < 1 minute on a 2-core CPU
+    python bench/generate_speed.py --preset small --lengths 16 32 48 --batches 1 8
+
+For each batch size and output length it prints decode tokens/s (new tokens over the wall time
+of the whole call, prompt included) and the time per new token, for
+
+* ``cached``: ``zoo.generation.generate_ids`` (one tf.while_loop on the KV cache),
+* ``uncached``: ``generate_ids_uncached`` (the same loop recomputing ``model(prefix)`` per token),
+* ``savedmodel``: the export's ``generate`` signature (tokenizer + cached loop in-graph, no XLA),
+
+and the ratios cached / uncached. With the cache the cost per token stays flat as the output
+grows; without it, it grows with the length. keras-hub is not installed here, so it is not in
+this table (see bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from zoo.generation import generate_ids, generate_ids_uncached  # noqa: E402
+from zoo.models import build_model  # noqa: E402
+from zoo.tokenizers import train_tokenizer  # noqa: E402
+
+
+def best_time(fn, repeats: int) -> float:
+    """Fastest wall time of ``repeats`` calls after one warm-up (trace/compile) call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def measure(model, generate, vocab_size, batch, prompt_tokens, n, jit, repeats, rng):
+    """Best wall times (s) of cached, uncached and SavedModel decoding of ``n`` new tokens."""
+    prompt = tf.constant(rng.integers(4, vocab_size, (batch, prompt_tokens)), tf.int32)
+    lengths = tf.fill([batch], prompt_tokens)
+    texts = tf.constant(["abc def gh"[:prompt_tokens]] * batch)
+    cached = best_time(lambda: generate_ids(model, prompt, lengths, n, jit_compile=jit), repeats)
+    uncached = best_time(
+        lambda: generate_ids_uncached(model, prompt, lengths, n, jit_compile=jit), repeats)
+    served = best_time(lambda: generate(
+        prompt=texts, max_new_tokens=tf.fill([batch], n), temperature=tf.zeros([batch]),
+        top_k=tf.zeros([batch], tf.int32), top_p=tf.ones([batch]),
+        seed=tf.zeros([batch], tf.int64)), repeats)
+    return cached, uncached, served
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[8, 16, 32, 48])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--prompt-tokens", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--jit", action="store_true", help="XLA for the eager-API rows")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.lengths, args.batches, args.repeats = [8, 24, 48], [1, 8], 2
+
+    text = "".join(chr(c) for c in range(ord("a"), ord("z") + 1)) + " .,\n"
+    tokenizer = train_tokenizer("char", [text * 10])
+    model = build_model("transformer_lm", tokenizer.vocab_size, args.preset)
+    room = model.max_length - args.prompt_tokens
+    lengths = [n for n in args.lengths if n < room]
+
+    import export
+    from zoo.run import LoadedRun
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = LoadedRun(path=tmp, model=model, tokenizer=tokenizer, config={
+            "model": "transformer_lm", "preset": args.preset, "corpus_kind": "stream",
+            "seq_len": model.max_length, "data": "bench", "vocab_size": tokenizer.vocab_size,
+            "model_config": {}, "train": {"batch_size": 1}, "tokenizer": "char"})
+        path = export.saved_model(run, os.path.join(tmp, "export"), max_new_tokens=max(lengths),
+                                  streaming=False)
+        generate = tf.saved_model.load(path).signatures["generate"]
+
+        print(f"# transformer_lm {args.preset}: {model.count_params():,} parameters, "
+              f"prompt {args.prompt_tokens} tokens, XLA for eager rows: {args.jit}")
+        print(f"{'batch':>5} {'new':>4} | {'cached tok/s':>12} {'ms/tok':>7} | "
+              f"{'uncached tok/s':>14} {'ms/tok':>7} | {'savedmodel tok/s':>16} {'ms/tok':>7} | "
+              f"{'cached/uncached':>15}")
+        rng = np.random.default_rng(0)
+        for batch in args.batches:
+            for n in lengths:
+                cached, uncached, served = measure(model, generate, tokenizer.vocab_size, batch,
+                                                   args.prompt_tokens, n, args.jit, args.repeats,
+                                                   rng)
+                tokens = batch * n
+                print(f"{batch:>5} {n:>4} | {tokens / cached:>12.0f} {1e3 * cached / n:>7.2f} | "
+                      f"{tokens / uncached:>14.0f} {1e3 * uncached / n:>7.2f} | "
+                      f"{tokens / served:>16.0f} {1e3 * served / n:>7.2f} | "
+                      f"{uncached / cached:>14.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
