@@ -16,7 +16,9 @@ protocols by switching the class::
   strings come back as ``bytes`` in ``object`` arrays. Inputs that are not numpy arrays are
   converted to the signature's dtypes (read once from the model's metadata).
 * ``generate`` and ``score`` call the ``generate`` and ``score`` signatures of a zoo export
-  (``export.saved_model``).
+  (``export.saved_model``); ``generate_stream(model, prompt, max_new_tokens=None, ...)`` yields
+  the continuation's text pieces as the server produces them (REST: ``:generate_stream`` SSE;
+  gRPC: ``zoo.serving.GenerationService/GenerateStream``).
 * ``metadata`` and ``status`` return TF Serving's REST JSON as dicts; the gRPC client converts
   its protos to the same JSON, so both clients give equal dicts.
 
@@ -33,7 +35,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -269,6 +271,50 @@ class RestClient(_Client):
     def metadata(self, model, version=None):
         return self.request("GET", self._path(model, version) + "/metadata")
 
+    def generate_stream(self, model: str, prompt: str, max_new_tokens: int | None = None,
+                        temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                        version: int | None = None) -> Iterator[str]:
+        """Text pieces from ``:generate_stream`` (Server-Sent Events), yielded as they arrive.
+
+        The pieces join into ``generate``'s continuation. An error before the stream starts
+        raises :class:`ServingClientError` with its HTTP status; one in the middle of the
+        stream (an ``error`` event) raises it with ``http_status=500``.
+        """
+        body: dict = {"prompt": prompt, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+                      "seed": seed}
+        if max_new_tokens is not None:
+            body["max_new_tokens"] = int(max_new_tokens)
+        req = urllib.request.Request(
+            self.url + self._path(model, version) + ":generate_stream",
+            data=json.dumps(body).encode("utf-8", "surrogateescape"), method="POST",
+            headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+        )
+        try:
+            response = urllib.request.urlopen(req, timeout=self.timeout)  # noqa: S310 - http(s) URL
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                message = json.loads(raw.decode("utf-8", "surrogateescape"))["error"]
+            except (ValueError, KeyError, TypeError):
+                message = raw.decode("utf-8", "replace") or exc.reason
+            raise ServingClientError(str(message), http_status=exc.code) from None
+        with response:
+            event, data = "message", []
+            for raw_line in response:
+                line = raw_line.decode("utf-8").rstrip("\r\n")
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].lstrip(" "))
+                elif line == "" and data:
+                    payload = json.loads("\n".join(data))
+                    if event == "error":
+                        raise ServingClientError(str(payload.get("error", "")), http_status=500)
+                    if event == "done":
+                        return
+                    yield payload.get("text", "")
+                    event, data = "message", []
+
     def status(self, model, version=None):
         return self.request("GET", self._path(model, version))
 
@@ -366,6 +412,41 @@ class GrpcClient(_Client):
         self._spec(request.model_spec, model, version)
         response = self._call(self.models.GetModelStatus, request)
         return json.loads(json_format.MessageToJson(response, always_print_fields_with_no_presence=True))
+
+    def generate_stream(self, model: str, prompt: str, max_new_tokens: int | None = None,
+                        temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                        version: int | None = None) -> Iterator[str]:
+        """Text pieces from ``zoo.serving.GenerationService/GenerateStream``, one per token (and
+        maybe a last token-less one), yielded as they arrive; they join into ``generate``'s
+        continuation. Errors raise :class:`ServingClientError` with the gRPC code."""
+        import grpc
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        from .grpc_streaming import GENERATE_STREAM_METHOD
+
+        request = predict_pb2.PredictRequest()
+        self._spec(request.model_spec, model, version)
+        request.inputs["prompt"].CopyFrom(tf.make_tensor_proto([_as_bytes(prompt)], dtype=tf.string))
+        if max_new_tokens is not None:
+            request.inputs["max_new_tokens"].CopyFrom(tf.make_tensor_proto([int(max_new_tokens)], dtype=tf.int64))
+        request.inputs["temperature"].CopyFrom(tf.make_tensor_proto([temperature], dtype=tf.float32))
+        request.inputs["top_k"].CopyFrom(tf.make_tensor_proto([top_k], dtype=tf.int32))
+        request.inputs["top_p"].CopyFrom(tf.make_tensor_proto([top_p], dtype=tf.float32))
+        request.inputs["seed"].CopyFrom(tf.make_tensor_proto([seed], dtype=tf.int64))
+        method = self.channel.unary_stream(
+            GENERATE_STREAM_METHOD,
+            request_serializer=predict_pb2.PredictRequest.SerializeToString,
+            response_deserializer=predict_pb2.PredictResponse.FromString,
+        )
+        call = method(request, timeout=self.timeout)
+        try:
+            for response in call:
+                yield _as_bytes(response.outputs["text"].string_val[0]).decode("utf-8", "replace")
+        except grpc.RpcError as exc:
+            raise ServingClientError(exc.details() or "", grpc_code=exc.code()) from None
+        finally:
+            call.cancel()
 
     def reload_config(self, config_text: str) -> None:
         """HandleReloadConfigRequest with a text-format ``ModelServerConfig``."""

@@ -93,6 +93,9 @@ class ServerConfig:
     enable_per_model_batching_parameters: bool = False
     monitoring_config_file: str = ""
     grpc_max_threads: int = 0
+    # Limits on zoo LM requests (serving.predict.RequestLimits); <= 0 means: none / the export's bound.
+    max_prompt_bytes: int = 16384
+    max_new_tokens_limit: int = 0
 
     @property
     def rest_threads(self) -> int:
@@ -246,6 +249,12 @@ def build_arg_parser(prog: str = "zoo serve") -> argparse.ArgumentParser:
     p.add_argument("--enable_per_model_batching_parameters", type=_bool, nargs="?", const=True, default=False)
     p.add_argument("--monitoring_config_file", default="")
     p.add_argument("--grpc_max_threads", type=int, default=0)
+    p.add_argument("--max_prompt_bytes", type=int, default=d.max_prompt_bytes,
+                   help="longest string input (prompt, text) of a zoo LM export, in UTF-8 bytes; longer "
+                        "ones get 400 / INVALID_ARGUMENT (0: no limit)")
+    p.add_argument("--max_new_tokens_limit", type=int, default=d.max_new_tokens_limit,
+                   help="largest max_new_tokens a request may ask a zoo LM export for; larger ones get 400 / "
+                        "INVALID_ARGUMENT (0, the default: the export's own max_new_tokens)")
     return p
 
 
@@ -275,6 +284,8 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         enable_per_model_batching_parameters=ns.enable_per_model_batching_parameters,
         monitoring_config_file=ns.monitoring_config_file,
         grpc_max_threads=ns.grpc_max_threads,
+        max_prompt_bytes=ns.max_prompt_bytes,
+        max_new_tokens_limit=ns.max_new_tokens_limit,
     )
     resolve_models(cfg)
     return cfg

@@ -13,6 +13,12 @@ Services and methods (``tensorflow_serving/apis/prediction_service.proto``, ``mo
 * ``ModelService.GetModelStatus`` (get_model_status_impl.cc) and ``HandleReloadConfigRequest``
   (model_service_impl.cc: applies a ``ModelServerConfig`` and waits for newly added models).
 
+Beside them, the project's own ``zoo.serving.GenerationService.GenerateStream`` (server
+streaming, stock ``PredictRequest`` in, one ``PredictResponse`` per token out; see
+:mod:`serving.grpc_streaming` and ``serving/protos/zoo_generation.proto``).  ``limits`` (a
+:class:`serving.predict.RequestLimits`) bounds requests to zoo LM exports in Predict and
+GenerateStream.
+
 Errors carry TF Serving's canonical codes and texts (shared with the REST front end through
 :mod:`serving.predict` and :class:`serving.manager.ServableManager`); a message longer than 1024
 characters is cut and ends in ``...TRUNCATED`` (grpc_status_util.cc).  Messages may be up to
@@ -56,7 +62,14 @@ from tensorflow_serving.apis import (
 from .config import ConfigError, ModelConfig, parse_model_server_config
 from .errors import Code, ServingError, from_exception, invalid_argument
 from .manager import ServableManager
-from .predict import classify, examples_from_input_proto, predict, regress, resolve_signature
+from .predict import (
+    RequestLimits,
+    classify,
+    examples_from_input_proto,
+    predict,
+    regress,
+    resolve_signature,
+)
 from .servable import CLASSIFY_METHOD, DEFAULT_SERVING_SIGNATURE, REGRESS_METHOD, Servable
 
 __all__ = [
@@ -294,6 +307,8 @@ def _rpc(api: str):
 
 
 class _Base:
+    limits: RequestLimits | None = None  # --max_prompt_bytes / --max_new_tokens_limit
+
     def __init__(self, manager: ServableManager, observers: list[Observer]):
         self.manager = manager
         self._observers = observers
@@ -356,6 +371,8 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
         sig = resolve_signature(servable, request.model_spec.signature_name)
         if set(request.inputs) == set(sig.inputs):
             inputs = {alias: _input_value(proto, alias) for alias, proto in request.inputs.items()}
+            if self.limits is not None:
+                inputs = self.limits.check_inputs(servable, inputs)
         else:  # predict() reports the mismatch before any tensor is parsed, as TF Serving does
             inputs = dict.fromkeys(request.inputs)
         outputs = predict(servable, sig.key, inputs, list(request.output_filter) or None)
@@ -547,7 +564,10 @@ class GrpcServer:
         reload_config: ReloadFn | None = None,
         reload_wait_s: float = DEFAULT_RELOAD_WAIT_S,
         options: Sequence[tuple[str, object]] = (),
+        limits: RequestLimits | None = None,
     ):
+        from .grpc_streaming import GenerationServicer
+
         self.manager = manager
         self.host = host
         self.requested_port = int(port)
@@ -555,6 +575,9 @@ class GrpcServer:
         self.observers: list[Observer] = []
         self.prediction = PredictionServicer(manager, self.observers)
         self.model = ModelServicer(manager, self.observers, reload_config, reload_wait_s)
+        self.generation = GenerationServicer(manager, self.observers)
+        self.limits = limits
+        self.prediction.limits = self.generation.limits = limits
         self._options = [
             ("grpc.max_send_message_length", MAX_MESSAGE_LENGTH),
             ("grpc.max_receive_message_length", MAX_MESSAGE_LENGTH),
@@ -578,6 +601,7 @@ class GrpcServer:
         server = grpc.server(self._executor, options=self._options)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(self.prediction, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(self.model, server)
+        server.add_generic_rpc_handlers((self.generation.handler(),))
         host = f"[{self.host}]" if ":" in self.host else self.host
         address = f"{host}:{self.requested_port}"
         try:

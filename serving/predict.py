@@ -9,8 +9,11 @@ all run a model the same way and report the same errors (TF Serving's
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -28,7 +31,10 @@ from .servable import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_PROMPT_BYTES",
+    "MAX_NEW_TOKENS_ANY",
     "MAX_WARMUP_RECORDS",
+    "RequestLimits",
     "WARMUP_FILE",
     "classify",
     "examples_from_input_proto",
@@ -36,6 +42,7 @@ __all__ = [
     "regress",
     "resolve_signature",
     "run_warmup",
+    "zoo_export_info",
 ]
 
 log = logging.getLogger("serving")
@@ -150,6 +157,121 @@ def predict(
         value = result[alias]
         out[alias] = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# request limits for zoo LM exports (--max_prompt_bytes, --max_new_tokens_limit)
+
+ZOO_EXPORT_INFO = os.path.join("assets.extra", "zoo_export.json")
+DEFAULT_MAX_PROMPT_BYTES = 16384
+MAX_NEW_TOKENS_ANY = 2**31 - 1  # a max_new_tokens of INT32_MAX means "as many as allowed"
+
+_info_cache: dict[tuple[str, int], dict | None] = {}
+_info_lock = threading.Lock()
+
+
+def zoo_export_info(servable) -> dict | None:
+    """The servable's ``assets.extra/zoo_export.json`` (None: not a zoo export), cached by mtime."""
+    path = os.path.join(getattr(servable, "path", "") or "", ZOO_EXPORT_INFO)
+    try:
+        stamp = os.stat(path).st_mtime_ns
+    except (OSError, ValueError):
+        return None
+    key = (path, stamp)
+    with _info_lock:
+        if key in _info_cache:
+            return _info_cache[key]
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+        if not isinstance(info, dict):
+            info = None
+    except (OSError, ValueError):
+        info = None
+    with _info_lock:
+        if len(_info_cache) > 256:
+            _info_cache.clear()
+        _info_cache[key] = info
+    return info
+
+
+def _as_array(value) -> np.ndarray:
+    return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestLimits:
+    """Bounds on what one request to a zoo LM export (one with ``assets.extra/zoo_export.json``)
+    may ask for; other models are not affected.  A violation is INVALID_ARGUMENT (HTTP 400).
+
+    * ``max_prompt_bytes`` (``--max_prompt_bytes``; ``<= 0``: none): every string input
+      element (``prompt``, ``text``) is at most this many UTF-8 bytes;
+    * ``max_new_tokens_limit`` (``--max_new_tokens_limit``; ``<= 0``: the export's own
+      ``max_new_tokens`` from ``zoo_export.json``): a ``max_new_tokens`` input above it is refused
+      rather than clamped.  ``MAX_NEW_TOKENS_ANY`` (INT32_MAX, what clients send for "the export's
+      bound") is accepted and replaced by the limit.
+    """
+
+    max_prompt_bytes: int = DEFAULT_MAX_PROMPT_BYTES
+    max_new_tokens_limit: int = 0
+
+    def new_tokens_limit(self, servable) -> int | None:
+        """The bound for ``servable`` (None: no limit, e.g. not a zoo export)."""
+        info = zoo_export_info(servable)
+        if info is None:
+            return None
+        if self.max_new_tokens_limit > 0:
+            return int(self.max_new_tokens_limit)
+        bound = (info.get("export") or {}).get("max_new_tokens")
+        return int(bound) if isinstance(bound, int) and not isinstance(bound, bool) else None
+
+    def check_prompt(self, alias: str, value) -> None:
+        raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+        if 0 < self.max_prompt_bytes < len(raw):
+            raise invalid_argument(
+                f"{alias} is {len(raw)} bytes; the limit is {self.max_prompt_bytes} (--max_prompt_bytes)"
+            )
+
+    def check_new_tokens(self, value: int, limit: int | None) -> int:
+        """``value`` if within ``limit``; the limit for ``MAX_NEW_TOKENS_ANY``; else INVALID_ARGUMENT."""
+        if limit is None:
+            return value
+        if value == MAX_NEW_TOKENS_ANY:
+            return limit
+        if value > limit:
+            raise invalid_argument(
+                f"max_new_tokens is {value}; the limit is {limit} (--max_new_tokens_limit, default: the "
+                "export's max_new_tokens)"
+            )
+        return value
+
+    def check_inputs(self, servable, inputs: Mapping[str, object]) -> dict[str, object]:
+        """Check predict inputs (by alias) against the limits; returns them (``max_new_tokens``
+        with ``MAX_NEW_TOKENS_ANY`` replaced by the limit)."""
+        out = dict(inputs)
+        if zoo_export_info(servable) is None:
+            return out
+        for alias, value in inputs.items():
+            if value is None:
+                continue
+            arr = _as_array(value)
+            if arr.dtype.kind in ("O", "S", "U"):
+                for item in arr.reshape(-1).tolist():
+                    if isinstance(item, (str, bytes)):
+                        self.check_prompt(alias, item)
+            elif alias == "max_new_tokens" and arr.dtype.kind in ("i", "u"):
+                limit = self.new_tokens_limit(servable)
+                if limit is None or arr.size == 0:
+                    continue
+                checked = np.array([self.check_new_tokens(int(v), limit) for v in arr.reshape(-1).tolist()],
+                                   dtype=arr.dtype).reshape(arr.shape)
+                if not np.array_equal(checked, arr):
+                    if hasattr(value, "numpy"):
+                        import tensorflow as tf
+
+                        checked = tf.constant(checked, dtype=value.dtype)
+                    out[alias] = checked
+        return out
 
 
 # ----------------------------------------------------------------------------------------------

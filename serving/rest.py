@@ -10,6 +10,8 @@ is a plain (non-JSON) 404.  Errors are ``{"error": "..."}`` with the HTTP status
 the error's canonical code to.  Parsing, inference and JSON writing run in a thread pool so the
 event loop never blocks; each call is bounded by ``--rest_api_timeout_in_ms`` (504 past it),
 and request bodies by ``--max_request_bytes`` (400 past it, gzip bodies measured decoded).
+Requests to a zoo LM export are also held to ``--max_prompt_bytes`` and
+``--max_new_tokens_limit`` (:class:`serving.predict.RequestLimits`; 400 past them).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from urllib.parse import unquote
 from .errors import ServingError, invalid_argument
 from .json_util import encode_text
 from .manager import ServableManager, VersionStatus
-from .predict import classify, predict, regress
+from .predict import RequestLimits, classify, predict, regress
 from .servable import DEFAULT_SERVING_SIGNATURE
 from .tensors import (
     classify_response_json,
@@ -127,8 +129,10 @@ class RestApp:
         max_request_bytes: int = 16 * 1024 * 1024,
         num_threads: int = 8,
         enable_cors: bool = False,
+        limits: RequestLimits | None = None,
     ):
         self.manager = manager
+        self.limits = limits  # --max_prompt_bytes / --max_new_tokens_limit (None: no limits)
         self.timeout_s = timeout_ms / 1000.0 if timeout_ms and timeout_ms > 0 else None
         self.max_request_bytes = int(max_request_bytes)
         self.enable_cors = bool(enable_cors)
@@ -348,7 +352,10 @@ class RestApp:
             return {alias: info.dtype for alias, info in sig.inputs.items()}
 
         request = parse_predict_request(body, input_dtypes)
-        outputs = predict(found["servable"], request.signature_name, request.inputs)
+        inputs = request.inputs
+        if self.limits is not None:
+            inputs = self.limits.check_inputs(found["servable"], inputs)
+        outputs = predict(found["servable"], request.signature_name, inputs)
         return predict_response_json(outputs, request.format)
 
     def _classify_regress(self, verb: str, name: str, version: int | None, label: str | None, body: bytes) -> str:

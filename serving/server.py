@@ -26,6 +26,7 @@ import time
 from .config import ConfigError, ServerConfig, load_model_config_file, parse_args, resolve_models
 from .manager import ServableManager
 from .metrics import ServingExtras
+from .predict import RequestLimits
 from .rest import RestApp
 
 __all__ = ["ModelServer", "ServerStartupError", "main"]
@@ -54,6 +55,8 @@ class ModelServer:
         self.extras = ServingExtras(config)  # batching, metrics, streaming
         self.grpc_server = None  # serving.grpc_server.GrpcServer once started
         self.grpc_port: int | None = None
+        self.limits = RequestLimits(max_prompt_bytes=config.max_prompt_bytes,
+                                    max_new_tokens_limit=config.max_new_tokens_limit)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -117,6 +120,7 @@ class ModelServer:
             max_request_bytes=cfg.max_request_bytes,
             num_threads=cfg.rest_threads,
             enable_cors=cfg.rest_api_enable_cors_support,
+            limits=self.limits,
         )
         self.extras.attach_app(self.app, self.manager)
         family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
@@ -163,7 +167,7 @@ class ModelServer:
 
         cfg = self.config
         server = GrpcServer(self.manager, host=cfg.host, port=cfg.port, max_threads=cfg.grpc_max_threads,
-                            reload_config=apply)
+                            reload_config=apply, limits=self.limits)
         try:
             self.grpc_server = server.start()
             self.grpc_port = server.port

@@ -11,7 +11,11 @@ first token, then ``stream_step`` feeds one token and picks the next, the model'
 from call to call as tensors that never leave the process (flat cost per token).  Settings and
 ``seed`` mean what they mean for the ``generate`` signature, so with the same seed the streamed
 tokens are exactly ``generate``'s; ``max_new_tokens`` is clamped to ``[0, M]`` (the export's
-``max_new_tokens``); a missing one means ``M``.
+``max_new_tokens``); a missing one means ``M``.  The server's limits apply
+(:class:`serving.predict.RequestLimits`): a ``prompt`` over ``--max_prompt_bytes`` or a
+``max_new_tokens`` over ``--max_new_tokens_limit`` (default ``M``) is a 400.  The same decoding
+loop (:func:`stream_events`) serves gRPC's ``zoo.serving.GenerationService/GenerateStream``
+(:mod:`serving.grpc_streaming`).
 
 Answer: ``200`` with ``Content-Type: text/event-stream``, one event per token as soon as it is
 chosen::
@@ -45,7 +49,8 @@ from .errors import ServingError, from_exception, invalid_argument
 from .json_util import encode_text
 from .tensors import error_json
 
-__all__ = ["STREAM_ROUTE", "StreamingRoute", "TextDeltas", "install"]
+__all__ = ["STREAM_ROUTE", "STREAM_SIGNATURES", "StreamingRoute", "TextDeltas", "check_limits", "install",
+           "missing_stream_signature", "stream_events"]
 
 log = logging.getLogger("serving")
 
@@ -127,12 +132,76 @@ def _parse_body(body: bytes) -> dict:
     return out
 
 
+STREAM_SIGNATURES = ("stream_start", "stream_step", "detokenize")
+
+
+def missing_stream_signature(servable) -> str | None:
+    """The first of the streaming signatures the servable lacks (None: it can stream)."""
+    for key in STREAM_SIGNATURES:
+        if servable.signature(key) is None:
+            return key
+    return None
+
+
+def check_limits(servable, request: dict, limits) -> None:
+    """Apply :class:`serving.predict.RequestLimits` to a parsed stream request (in place)."""
+    if limits is None:
+        return
+    limits.check_prompt("prompt", request["prompt"])
+    if request.get("max_new_tokens") is not None:
+        request["max_new_tokens"] = limits.check_new_tokens(
+            request["max_new_tokens"], limits.new_tokens_limit(servable))
+
+
+def stream_events(servable, request: dict):
+    """The decoding loop shared by the SSE route and gRPC ``GenerateStream``.
+
+    ``request`` holds ``prompt`` (str), ``max_new_tokens`` (int or None: the export's bound),
+    ``temperature``, ``top_k``, ``top_p`` and ``seed``.  Yields ``(event, data)`` lazily, one
+    model step per token: ``(None, {"text": delta, "token_id": id})`` per token, then maybe
+    ``(None, {"text": rest})`` (text held back as an incomplete character), then
+    ``("done", {"text": continuation, "num_tokens": n})``.
+    """
+    import tensorflow as tf
+
+    settings = {
+        "temperature": tf.constant([request["temperature"]], tf.float32),
+        "top_k": tf.constant([request["top_k"]], tf.int32),
+        "top_p": tf.constant([request["top_p"]], tf.float32),
+        "seed": tf.constant([request["seed"]], tf.int64),
+    }
+    out = servable.run("stream_start", {"prompt": tf.constant([request["prompt"].encode("utf-8")]), **settings})
+    budget = int(out["budget"].numpy()[0])
+    wanted = request["max_new_tokens"]
+    limit = budget if wanted is None else max(0, min(wanted, budget))
+    ids: list[int] = []
+    deltas = TextDeltas()
+    text = ""
+    while len(ids) < limit and not bool(out["done"].numpy()[0]):
+        token = int(out["token_id"].numpy()[0])
+        ids.append(token)
+        decoded = servable.run("detokenize", {"token_ids": tf.constant([ids], tf.int32)})["text"]
+        text = bytes(decoded.numpy()[0]).decode("utf-8", errors="replace")
+        yield None, {"text": deltas.update(text), "token_id": token}
+        if len(ids) >= limit:
+            break
+        cache = {key: value for key, value in out.items() if key.startswith("cache_")}
+        out = servable.run(
+            "stream_step", {"token_id": out["token_id"], "position": out["position"], **settings, **cache}
+        )
+    rest = deltas.finish(text)
+    if rest:
+        yield None, {"text": rest}
+    yield "done", {"text": text, "num_tokens": len(ids)}
+
+
 class StreamingRoute:
     """The ``:generate_stream`` handler for :class:`serving.rest.RestApp`."""
 
-    def __init__(self, manager, app=None, *, num_threads: int = 4):
+    def __init__(self, manager, app=None, *, num_threads: int = 4, limits=None):
         self.manager = manager
         self.app = app
+        self.limits = limits if limits is not None else getattr(app, "limits", None)
         self._executor = ThreadPoolExecutor(max_workers=max(1, num_threads), thread_name_prefix="serving-stream")
 
     def close(self) -> None:
@@ -150,49 +219,25 @@ class StreamingRoute:
         label = unquote(match.group(3)) if match.group(3) else None
         request = _parse_body(body)
         servable = self.manager.get_servable(name, version, label)
-        for key in ("stream_start", "stream_step", "detokenize"):
-            if servable.signature(key) is None:
-                raise invalid_argument(
-                    f'Serving signature name: "{key}" not found in signature def (export the model '
-                    "with export.saved_model(..., streaming=True) to stream)"
-                )
+        key = missing_stream_signature(servable)
+        if key is not None:
+            raise invalid_argument(
+                f'Serving signature name: "{key}" not found in signature def (export the model '
+                "with export.saved_model(..., streaming=True) to stream)"
+            )
+        check_limits(servable, request, self.limits)
         return name, servable, request
 
     def generate(self, servable, request: dict, emit, cancelled: threading.Event) -> None:
         """Run the decoding loop, calling ``emit(bytes)`` for every event."""
-        import tensorflow as tf
-
-        settings = {
-            "temperature": tf.constant([request["temperature"]], tf.float32),
-            "top_k": tf.constant([request["top_k"]], tf.int32),
-            "top_p": tf.constant([request["top_p"]], tf.float32),
-            "seed": tf.constant([request["seed"]], tf.int64),
-        }
-        out = servable.run("stream_start", {"prompt": tf.constant([request["prompt"].encode("utf-8")]), **settings})
-        budget = int(out["budget"].numpy()[0])
-        wanted = request["max_new_tokens"]
-        limit = budget if wanted is None else max(0, min(wanted, budget))
-        ids: list[int] = []
-        deltas = TextDeltas()
-        text = ""
-        while len(ids) < limit and not bool(out["done"].numpy()[0]):
-            if cancelled.is_set():
-                return
-            token = int(out["token_id"].numpy()[0])
-            ids.append(token)
-            decoded = servable.run("detokenize", {"token_ids": tf.constant([ids], tf.int32)})["text"]
-            text = bytes(decoded.numpy()[0]).decode("utf-8", errors="replace")
-            emit(_event({"text": deltas.update(text), "token_id": token}))
-            if len(ids) >= limit:
-                break
-            cache = {key: value for key, value in out.items() if key.startswith("cache_")}
-            out = servable.run(
-                "stream_step", {"token_id": out["token_id"], "position": out["position"], **settings, **cache}
-            )
-        rest = deltas.finish(text)
-        if rest:
-            emit(_event({"text": rest}))
-        emit(_event({"text": text, "num_tokens": len(ids)}, event="done"))
+        events = stream_events(servable, request)
+        try:
+            for event, data in events:
+                if cancelled.is_set():
+                    return
+                emit(_event(data, event))
+        finally:
+            events.close()
 
     # ---------------------------------------------------------------- ASGI side
 
@@ -277,9 +322,11 @@ async def _send_json(send, status: int, text: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def install(app, manager, *, num_threads: int = 4) -> StreamingRoute:
-    """Serve ``:generate_stream`` on a :class:`serving.rest.RestApp`; records go to its observers."""
-    route = StreamingRoute(manager, app, num_threads=num_threads)
+def install(app, manager, *, num_threads: int = 4, limits=None) -> StreamingRoute:
+    """Serve ``:generate_stream`` on a :class:`serving.rest.RestApp`; records go to its observers.
+
+    ``limits`` (a :class:`serving.predict.RequestLimits`) defaults to ``app.limits``."""
+    route = StreamingRoute(manager, app, num_threads=num_threads, limits=limits)
 
     async def handler(scope, receive, send, match, body):
         started = time.monotonic()
