@@ -9,12 +9,12 @@ ZOO_DATA_DIR ?= $(if $(wildcard ../shared/data/MANIFEST.json),$(abspath ../share
 export ZOO_DATA_DIR
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint notebooks clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,notebooks]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -25,6 +25,10 @@ demo: setup
 test: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 tests
+
+notebooks: setup
+	cd notebooks && for nb in *.ipynb; do $(abspath $(PY)) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1500 $$nb || exit 1; done
+	$(PY) notebooks/strip_tf_logs.py notebooks/*.ipynb
 
 lint: setup
 	$(VENV)/bin/ruff check .
