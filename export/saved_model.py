@@ -108,6 +108,7 @@ import tensorflow as tf
 from zoo.errors import ZooError
 from zoo.generation.decode import PROMPT_BUCKET, _next_logits, generate_ids
 from zoo.generation.sampling import next_token
+from zoo.tasks import task_of
 from zoo.tokenizers.base import BOS_ID, EOS_ID, UNK_ID
 
 __all__ = [
@@ -596,7 +597,8 @@ def saved_model(run_or_model, base: str, version: int | None = None, *, max_new_
     _check_settings(max_new_tokens, temperature, top_k, top_p, version)
     run = _load_run(run_or_model)
     max_length = getattr(run.model, "max_length", None)
-    if max_length is not None and max_new_tokens >= max_length:
+    causal = task_of(run.config) == "causal_lm"
+    if causal and max_length is not None and max_new_tokens >= max_length:
         raise ZooError(
             f"max_new_tokens={max_new_tokens} must be smaller than the model's context "
             f"max_length={max_length}: the export does not slide the window like "
@@ -663,6 +665,10 @@ def _publish(tmp: str, base: str, version: int | None) -> str:
 
 
 def _write(run, directory: str, **settings) -> None:
+    task = task_of(run.config)
+    if task != "causal_lm":
+        _write_task(run, task, directory, **settings)
+        return
     line_corpus = run.config.get("corpus_kind") == "lines"
     with tempfile.TemporaryDirectory(prefix="zoo-tokenizer-") as tok_dir:
         run.tokenizer.save(tok_dir)
@@ -685,16 +691,49 @@ def _write(run, directory: str, **settings) -> None:
         "tokenizer": {"kind": run.tokenizer.kind, "vocab_size": run.tokenizer.vocab_size},
         "run": run.config,
         "run_path": os.path.abspath(run.path) if run.path else None,
-        "versions": {"tensorflow": tf.__version__},
+        "versions": _versions(),
     }
+    with open(os.path.join(extra, EXPORT_INFO_FILE), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2, default=str)
+
+
+def _write_task(run, task: str, directory: str, **settings) -> None:
+    """Masked LM, translation, classification: the task module builds the signatures."""
+    from zoo.tasks import get_task
+
+    task_module = get_task(task)
+    module, signatures, export_settings = task_module.serving_module(run, **settings)
+    tf.saved_model.save(module, directory, signatures=signatures)
+    extra = os.path.join(directory, "assets.extra")
+    os.makedirs(extra, exist_ok=True)
+    records = task_module.warmup_records(run)
+    if records:
+        with tf.io.TFRecordWriter(os.path.join(extra, WARMUP_FILE)) as writer:
+            for record in records:
+                writer.write(record)
+    info = {
+        "format": "zoo-saved-model/1",
+        "task": task,
+        "signatures": sorted(signatures),
+        "export": export_settings,
+        "tokenizer": {"kind": run.tokenizer.kind, "vocab_size": run.tokenizer.vocab_size},
+        "run": run.config,
+        "run_path": os.path.abspath(run.path) if run.path else None,
+        "versions": _versions(),
+    }
+    with open(os.path.join(extra, EXPORT_INFO_FILE), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2, default=str)
+
+
+def _versions() -> dict:
+    versions = {"tensorflow": tf.__version__}
     try:
         import tensorflow_text
 
-        info["versions"]["tensorflow_text"] = tensorflow_text.__version__
+        versions["tensorflow_text"] = tensorflow_text.__version__
     except ImportError:  # pragma: no cover - the zoo depends on it
         pass
-    with open(os.path.join(extra, EXPORT_INFO_FILE), "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2, default=str)
+    return versions
 
 
 # ``export.saved_model`` is this module (Python binds a package attribute to its submodule on

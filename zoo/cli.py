@@ -1,4 +1,4 @@
-"""The ``zoo`` command: models, train, eval, generate.
+"""The ``zoo`` command: models, train, eval, generate, translate, fill-mask, classify, export, serve.
 
 Problems with what the user asked for are printed as one line on stderr with exit status 2.
 """
@@ -129,6 +129,53 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _read_texts(args) -> list[str]:
+    texts = list(args.text or [])
+    if args.file:
+        try:
+            with open(args.file, encoding="utf-8") as f:
+                texts += [line.rstrip("\n") for line in f if line.strip()]
+        except OSError as err:
+            raise ZooError(f"cannot read --file {args.file}: {err.strerror}") from None
+    if not texts:
+        raise ZooError("give the input with --text TEXT (repeatable) or --file FILE (a text a line)")
+    return texts
+
+
+def _cmd_translate(args) -> int:
+    from zoo.run import load
+
+    run = load(args.run)
+    outputs = run.translate(_read_texts(args), strategy=args.strategy, num_beams=args.num_beams,
+                            max_new_tokens=args.max_new_tokens)
+    for text in outputs:
+        print(text)
+    return 0
+
+
+def _cmd_fill_mask(args) -> int:
+    from zoo.run import load
+
+    run = load(args.run)
+    print(json.dumps(run.fill_mask(_read_texts(args), top_k=args.top_k), indent=2,
+                     ensure_ascii=False))
+    return 0
+
+
+def _cmd_classify(args) -> int:
+    from zoo.run import load
+
+    run = load(args.run)
+    print(json.dumps(run.classify(_read_texts(args)), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _add_text_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run")
+    p.add_argument("--text", action="append", help="an input text (repeatable)")
+    p.add_argument("--file", help="a file of input texts, one a line")
+
+
 def _cmd_serve(args) -> int:
     from serving.server import main as serve_main
 
@@ -147,10 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a named model on a corpus")
     p.add_argument("model")
-    p.add_argument("--data", required=True, help="dataset:NAME, a .txt file or a directory of .txt")
+    p.add_argument("--data", required=True,
+                   help="language models: dataset:NAME, a .txt file or a directory of .txt; "
+                   "transformer_seq2seq: dataset:multi30k, SOURCE_FILE:TARGET_FILE or a two-column "
+                   "TSV; text_classifier: dataset:sst2 or a labelled TSV/CSV")
     p.add_argument("--out", required=True, help="run directory (rerun to resume)")
     p.add_argument("--preset", default="tiny")
-    p.add_argument("--tokenizer", default="char", choices=["char", "word", "wordpiece", "sentencepiece"])
+    p.add_argument("--tokenizer", choices=["char", "word", "wordpiece", "sentencepiece"],
+                   help="default: char for language models, the model's own otherwise")
     p.add_argument("--vocab-size", type=int)
     p.add_argument("--seq-len", type=int)
     p.add_argument("--batch-size", type=int)
@@ -196,6 +247,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", action="store_true",
                    help="print the continuation token by token as it is produced")
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("translate", help="translate text with a transformer_seq2seq run")
+    _add_text_inputs(p)
+    p.add_argument("--strategy", default="greedy", choices=["greedy", "beam"])
+    p.add_argument("--num-beams", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="default: the model's target context")
+    p.set_defaults(func=_cmd_translate)
+
+    p = sub.add_parser("fill-mask", help="candidates for each [MASK] with a bert_mlm run (JSON)")
+    _add_text_inputs(p)
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(func=_cmd_fill_mask)
+
+    p = sub.add_parser("classify", help="label texts with a text_classifier run (JSON)")
+    _add_text_inputs(p)
+    p.set_defaults(func=_cmd_classify)
 
     from export.cli import add_export_parser
 

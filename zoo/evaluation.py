@@ -50,7 +50,14 @@ def evaluate_model(model, tokenizer, ids, corpus_kind: str, seq_len: int, batch_
 
 def evaluate_run(run, data: str | None = None, split: str = "validation",
                  batch_size: int | None = None) -> dict:
-    """Evaluate a loaded run on ``split`` of ``data`` (default: the data it was trained on)."""
+    """Evaluate a loaded run on ``split`` of ``data`` (default: the data it was trained on).
+
+    Runs of other tasks (masked LM, translation, classification) report their own metrics."""
+    from zoo.tasks import get_task, task_of
+
+    task = task_of(run.config)
+    if task != "causal_lm":
+        return get_task(task).evaluate(run, data=data, split=split, batch_size=batch_size)
     source = data or run.config["data"]
     if zdata.is_prepared(source):  # already tokenized shards (zoo prepare)
         prepared = zdata.open_prepared(source)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import tensorflow as tf
@@ -56,6 +56,41 @@ class LoadedRun:
     model: keras.Model
     tokenizer: Tokenizer
     config: dict
+    # More tokenizers a task needs, by name (translation: "source"), from RUN/<name>_tokenizer/.
+    extra_tokenizers: dict = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        """``causal_lm``, ``masked_lm``, ``seq2seq`` or ``classification``."""
+        from zoo.tasks import task_of
+
+        return task_of(self.config)
+
+    def _task_call(self, verb: str, task: str, *args, **kwargs):
+        if self.task != task:
+            raise ZooError(
+                f"{verb} needs a {task} run; {self.path} holds a {self.task} model "
+                f"({self.config.get('model')})"
+            )
+        from zoo.tasks import get_task
+
+        return getattr(get_task(task), verb)(self, *args, **kwargs)
+
+    def translate(self, texts, **kwargs):
+        """Translate source text(s) (str or list); see ``zoo.tasks.seq2seq.translate``."""
+        return self._task_call("translate", "seq2seq", texts, **kwargs)
+
+    def fill_mask(self, texts, **kwargs):
+        """Top-k candidates for each ``[MASK]``; see ``zoo.tasks.masked_lm.fill_mask``."""
+        return self._task_call("fill_mask", "masked_lm", texts, **kwargs)
+
+    def embed(self, texts, **kwargs):
+        """Pooled sentence vectors; see ``zoo.tasks.masked_lm.embed``."""
+        return self._task_call("embed", "masked_lm", texts, **kwargs)
+
+    def classify(self, texts, **kwargs):
+        """Labels and class scores; see ``zoo.tasks.classification.classify``."""
+        return self._task_call("classify", "classification", texts, **kwargs)
 
     @property
     def line_corpus(self) -> bool:
@@ -100,6 +135,10 @@ def load(run_dir: str, checkpoint: bool = False) -> LoadedRun:
         raise ZooError(f"run directory {run_dir!r} does not exist")
     config = read_json(os.path.join(run_dir, CONFIG_FILE))
     tokenizer = load_tokenizer(os.path.join(run_dir, TOKENIZER_DIR))
+    extra_tokenizers = {
+        name: load_tokenizer(os.path.join(run_dir, f"{name}_{TOKENIZER_DIR}"))
+        for name in config.get("extra_tokenizers", ())
+    }
     model_path = os.path.join(run_dir, MODEL_FILE)
     if os.path.exists(model_path) and not checkpoint:
         try:
@@ -114,4 +153,5 @@ def load(run_dir: str, checkpoint: bool = False) -> LoadedRun:
             config["model"], config["vocab_size"], config["preset"], **config["model_config"]
         )
         tf.train.Checkpoint(model=model).restore(latest).expect_partial()
-    return LoadedRun(path=run_dir, model=model, tokenizer=tokenizer, config=config)
+    return LoadedRun(path=run_dir, model=model, tokenizer=tokenizer, config=config,
+                     extra_tokenizers=extra_tokenizers)

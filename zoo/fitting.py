@@ -1,0 +1,371 @@
+"""The resumable ``model.fit`` loop every zoo task trains with.
+
+Training is cut into segments of ``checkpoint_every`` steps (Keras "epochs"). At the end of each
+segment the validation metrics are measured and a checkpoint (model + optimizer) is written to
+``RUN/checkpoints``. A task makes batch number s a pure function of (seed, s), so a run killed at
+any moment and started again continues from its last checkpoint and sees exactly the batches an
+uninterrupted run would have seen.
+
+Optimiser: AdamW (no decay on LayerNorm scales/offsets, biases and embeddings, as GPT-2 /
+nanoGPT / BERT), learning rate warm-up then cosine decay, global gradient-norm clipping.
+On a GPU: bfloat16 mixed precision and XLA by default.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import keras
+import tensorflow as tf
+
+from zoo import distribute as zdist
+from zoo.config import TrainConfig
+from zoo.errors import ZooError
+from zoo.run import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LOG_DIR,
+    METRICS_FILE,
+    MODEL_FILE,
+    LoadedRun,
+    load,
+    read_json,
+    write_json_atomic,
+)
+
+log = logging.getLogger("zoo.train")
+
+
+RESUMABLE_KEYS = ("model", "preset", "model_config", "train", "tokenizer", "data", "prepared")
+# Settings that say where a run trains, not what it trains: a run may resume under another one.
+PLACEMENT_KEYS = ("distribute",)
+
+
+def _identity(record: dict, keys: tuple[str, ...]) -> dict:
+    """What must match for a run directory to be resumed."""
+    identity = {k: record.get(k) for k in keys}
+    if isinstance(identity.get("train"), dict):
+        identity["train"] = {k: v for k, v in identity["train"].items() if k not in PLACEMENT_KEYS}
+    return identity
+
+
+def open_run(out: str, record: dict, worker, keys: tuple[str, ...] = RESUMABLE_KEYS):
+    """Check ``out`` against the run ``record`` about to train there.
+
+    Returns ``(previous_record_or_None, finished_run_or_None)``: a directory holding a run with
+    other settings is refused (``ZooError`` naming them); a finished one is loaded and returned.
+    The chief creates ``out``.
+    """
+    if worker.is_chief:
+        os.makedirs(out, exist_ok=True)
+    config_path = os.path.join(out, CONFIG_FILE)
+    previous = read_json(config_path) if os.path.exists(config_path) else None
+    if previous is None:
+        return None, None
+    before, now = _identity(previous, keys), _identity(record, keys)
+    differs = [k for k in keys if before.get(k) != now.get(k)]
+    if differs:
+        raise ZooError(
+            f"{out} already holds a run with other settings ({', '.join(differs)} differ); "
+            "use a new --out directory or the same settings to resume"
+        )
+    metrics_path = os.path.join(out, METRICS_FILE)
+    if os.path.exists(os.path.join(out, MODEL_FILE)) and os.path.exists(metrics_path):
+        if read_json(metrics_path).get("completed"):
+            log.warning("%s is already trained; loading it", out)
+            return previous, load(out)
+    return previous, None
+
+
+def write_record(out: str, record: dict, previous: dict | None, worker) -> None:
+    """Write ``config.json`` once, on the chief, when the run is new."""
+    if previous is None and worker.is_chief:
+        write_json_atomic(os.path.join(out, CONFIG_FILE), record)
+
+
+def finish_run(out: str, result: FitResult, metrics: dict, record: dict, tokenizer) -> LoadedRun:
+    """Write ``metrics.json`` (chief) and return the trained run."""
+    if not result.is_chief:
+        return LoadedRun(path=out, model=result.model, tokenizer=tokenizer, config=record)
+    write_json_atomic(os.path.join(out, METRICS_FILE), metrics)
+    return load(out)
+
+
+class _no_scope:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def gpu_available() -> bool:
+    """True when TensorFlow sees a GPU."""
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+class _CheckpointAtSegmentEnd(keras.callbacks.Callback):
+    """Saves model + optimizer at the end of every segment, numbered by the global step."""
+
+    def __init__(self, manager: tf.train.CheckpointManager, step_of, discard: bool = False):
+        super().__init__()
+        self.manager = manager
+        self.step_of = step_of
+        self.discard = discard  # a non-chief worker: take part in the save, keep nothing
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.manager.save(checkpoint_number=self.step_of())
+        if self.discard:
+            shutil.rmtree(self.manager.directory, ignore_errors=True)
+
+
+class _StopAtStep(keras.callbacks.Callback):
+    """Stops after the last step when it falls inside a segment."""
+
+    def __init__(self, total_steps: int, step_of):
+        super().__init__()
+        self.total_steps = total_steps
+        self.step_of = step_of
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.step_of() >= self.total_steps:
+            self.model.stop_training = True
+
+
+def learning_rate_schedule(train: TrainConfig, total_steps: int):
+    """Linear warm-up to ``learning_rate`` then cosine decay to ``min_learning_rate_ratio`` of it:
+
+        lr(t) = peak * t / W                                      for t < W
+        lr(t) = peak * (a + (1 - a) * (1 + cos(pi * (t - W) / (T - W))) / 2)   afterwards
+    """
+    warmup = train.warmup_steps if train.warmup_steps is not None else min(100, total_steps // 20)
+    warmup = min(warmup, max(total_steps - 1, 0))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else train.learning_rate,
+        warmup_target=train.learning_rate if warmup else None,
+        warmup_steps=warmup,
+        decay_steps=max(total_steps - warmup, 1),
+        alpha=train.min_learning_rate_ratio,
+    )
+
+
+@dataclass
+class FitPlan:
+    """What to fit: the task supplies these, ``fit_resumable`` does the rest.
+
+    ``build_model()`` and ``make_metrics()`` are called inside the strategy scope (metric variables
+must be created there to be aggregated across replicas) and the mixed-precision policy;
+    ``make_train_ds(start_step, num_steps)`` yields the batches from ``start_step`` on;
+    ``make_valid_ds()`` the validation batches measured at every checkpoint; ``monitor`` the
+    validation metric (lower is better unless ``monitor_mode="max"``) for early stopping.
+    ``agree``: values every worker of a multi-worker run must share (checked before training).
+    """
+
+    build_model: Callable[[], keras.Model]
+    loss: object
+    make_metrics: Callable[[], list]
+    make_train_ds: Callable[[int, int], tf.data.Dataset]
+    make_valid_ds: Callable[[], tf.data.Dataset]
+    total_steps: int
+    monitor: str
+    monitor_mode: str = "min"
+    agree: dict = field(default_factory=dict)
+    no_decay: tuple[str, ...] = ("bias", "gamma", "beta", "embeddings")
+
+
+@dataclass
+class FitResult:
+    """What ``fit_resumable`` did: the trained model and the facts for ``metrics.json``."""
+
+    model: keras.Model
+    is_chief: bool
+    start_step: int
+    steps: int
+    history: dict
+    train_seconds: float
+    mixed_precision: bool
+    jit_compile: bool
+    replicas: int
+    workers: int
+
+    def summary(self, settings: TrainConfig, tokens_per_step: int | None = None) -> dict:
+        """The common part of ``metrics.json``."""
+        result = {
+            "completed": True,
+            "steps": self.steps,
+            "resumed_from_step": self.start_step,
+            "train_seconds": round(self.train_seconds, 2),
+            "parameters": int(self.model.count_params()),
+            "history": self.history,
+            "mixed_precision": self.mixed_precision,
+            "jit_compile": self.jit_compile,
+            "distribute": settings.distribute,
+            "replicas": self.replicas,
+            "workers": self.workers,
+        }
+        if tokens_per_step:
+            result["tokens_per_second"] = round(
+                (self.steps - self.start_step) * tokens_per_step / max(self.train_seconds, 1e-9), 1
+            )
+        return result
+
+
+def fit_resumable(out: str, settings: TrainConfig, strategy, worker, plan: FitPlan,
+                  verbose: int = 1) -> FitResult:
+    """Build, compile and ``fit`` ``plan``'s model into run directory ``out``, resuming from the
+    latest checkpoint in ``out/checkpoints``; writes ``out/model.keras`` (chief only).
+
+    ``settings.batch_size`` is the global batch under every strategy; the learning rate is not
+    rescaled, so the same settings train the same model whatever the strategy.
+    """
+    total_steps = plan.total_steps
+    segment = min(settings.checkpoint_every, total_steps)
+    if strategy is not None:
+        zdist.per_replica_batch(strategy, settings.batch_size)  # a clear error before any work
+
+    use_gpu = gpu_available()
+    mixed = settings.mixed_precision if settings.mixed_precision is not None else use_gpu
+    # XLA compiles a step for one device: with several local replicas it cannot reach the others'
+    # variables ("Trying to access resource ... located in device ..."), so it is off by default.
+    local_replicas = len(getattr(strategy.extended, "worker_devices", ())) if strategy else 1
+    if settings.jit_compile and local_replicas > 1 and settings.distribute != "tpu":
+        raise ZooError(
+            f"jit_compile=True does not work with {local_replicas} local replicas under "
+            f"distribute={settings.distribute!r} (XLA compiles the step for one device); leave "
+            "jit_compile unset"
+        )
+    jit = settings.jit_compile if settings.jit_compile is not None else use_gpu and local_replicas == 1
+    previous_policy = keras.mixed_precision.global_policy()
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    # A non-chief worker writes its share of each save here, and deletes it.
+    scratch = None if worker.is_chief else tempfile.mkdtemp(prefix=f"zoo-worker{worker.task_index}-")
+    try:
+        with strategy.scope() if strategy is not None else _no_scope():
+            keras.utils.set_random_seed(settings.seed)
+            model = plan.build_model()
+            optimizer = keras.optimizers.AdamW(
+                learning_rate=learning_rate_schedule(settings, total_steps),
+                weight_decay=settings.weight_decay,
+                beta_2=settings.beta_2,
+                global_clipnorm=settings.clipnorm,
+            )
+            optimizer.exclude_from_weight_decay(var_names=list(plan.no_decay))
+            optimizer.build(model.trainable_variables)
+            replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+            model.compile(
+                optimizer=optimizer,
+                loss=plan.loss,
+                # Keras scales a per-replica loss by 1/replicas before the gradients are summed
+                # across replicas, but not a loss that is already a scalar, as the zoo's masked
+                # losses are: the weight does it, so the update is the mean over replicas.
+                loss_weights=1.0 / replicas if replicas > 1 else None,
+                metrics=plan.make_metrics(),
+                jit_compile=jit,
+            )
+            if replicas > 1 and hasattr(model, "_compile_config"):
+                # model.keras records the compile settings of a single device (loss weight 1).
+                model._compile_config.config["loss_weights"] = None
+
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        checkpoint_dir = os.path.join(out, CHECKPOINT_DIR)
+        manager = tf.train.CheckpointManager(
+            checkpoint,
+            checkpoint_dir if scratch is None else os.path.join(scratch, CHECKPOINT_DIR),
+            max_to_keep=3,
+        )
+        start_step = 0
+        # Every worker resumes from the chief's checkpoints.
+        latest = tf.train.latest_checkpoint(checkpoint_dir) if os.path.isdir(checkpoint_dir) else None
+        if latest:
+            checkpoint.restore(latest).assert_existing_objects_matched()
+            start_step = int(optimizer.iterations.numpy())
+            log.warning("resuming from checkpoint at step %d of %d (%s)", start_step, total_steps, out)
+        if strategy is not None:
+            zdist.check_workers_agree(
+                strategy,
+                worker,
+                {
+                    "the step to resume from (the latest checkpoint in RUN/checkpoints)": start_step,
+                    "the number of steps": total_steps,
+                    **plan.agree,
+                },
+            )
+
+        def step_of() -> int:
+            return int(optimizer.iterations.numpy())
+
+        callbacks: list[keras.callbacks.Callback] = [
+            _CheckpointAtSegmentEnd(manager, step_of, discard=scratch is not None),
+            _StopAtStep(total_steps, step_of),
+        ]
+        if worker.is_chief:
+            callbacks.append(
+                keras.callbacks.TensorBoard(log_dir=os.path.join(out, LOG_DIR), update_freq="epoch")
+            )
+        if settings.early_stopping_patience:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor=plan.monitor,
+                    mode=plan.monitor_mode,
+                    patience=settings.early_stopping_patience,
+                    restore_best_weights=True,
+                )
+            )
+
+        def make_train_ds() -> tf.data.Dataset:
+            return plan.make_train_ds(start_step, total_steps - start_step)
+
+        validation_steps = None
+        if strategy is None:
+            train_ds, valid_ds = make_train_ds(), plan.make_valid_ds()
+        else:  # the same global batches, each replica taking its rows
+            train_ds = zdist.distribute_batches(strategy, make_train_ds, settings.batch_size)
+            valid_ds = zdist.distribute_batches(strategy, plan.make_valid_ds, settings.batch_size)
+            validation_steps = int(plan.make_valid_ds().cardinality())  # unknown once distributed
+
+        started = time.time()
+        history = {}
+        if start_step < total_steps:
+            fit = model.fit(
+                train_ds,
+                epochs=math.ceil(total_steps / segment),
+                initial_epoch=start_step // segment,
+                steps_per_epoch=segment,
+                validation_data=valid_ds,
+                validation_steps=validation_steps,
+                callbacks=callbacks,
+                shuffle=False,  # batches are already random, and a function of the step
+                verbose=verbose if worker.is_chief else 0,
+            )
+            history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+        train_seconds = time.time() - started
+
+        # Every worker saves (reading synchronised variables may be collective); the chief's counts.
+        tmp_model = os.path.join(out if scratch is None else scratch, ".tmp-" + MODEL_FILE)
+        model.save(tmp_model)
+        if worker.is_chief:
+            os.replace(tmp_model, os.path.join(out, MODEL_FILE))
+        return FitResult(
+            model=model,
+            is_chief=worker.is_chief,
+            start_step=start_step,
+            steps=step_of(),
+            history=history,
+            train_seconds=train_seconds,
+            mixed_precision=bool(mixed),
+            jit_compile=bool(jit),
+            replicas=int(strategy.num_replicas_in_sync) if strategy is not None else 1,
+            workers=worker.num_workers,
+        )
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
