@@ -9,7 +9,7 @@ ZOO_DATA_DIR ?= $(if $(wildcard ../shared/data/MANIFEST.json),$(abspath ../share
 export ZOO_DATA_DIR
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup demo test lint notebooks clean
+.PHONY: setup demo test lint notebooks bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ test: setup
 notebooks: setup
 	cd notebooks && for nb in *.ipynb; do $(abspath $(PY)) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1500 $$nb || exit 1; done
 	$(PY) notebooks/strip_tf_logs.py notebooks/*.ipynb
+
+# CPU benchmarks against their peers (keras-hub from the bench extra); GPU runs: see bench/RESULTS.md
+bench: setup
+	$(PY) -m pip install --quiet -e ".[dev,notebooks,bench]"
+	$(PY) bench/train_throughput.py --tiny --vocab 8192
+	$(PY) bench/generate_speed.py --quick --jit
+	$(PY) bench/input_pipeline.py
+	$(PY) bench/quality.py --budget 120
 
 lint: setup
 	$(VENV)/bin/ruff check .

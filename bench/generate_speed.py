@@ -11,9 +11,12 @@ of the whole call, prompt included) and the time per new token, for
 * ``uncached``: ``generate_ids_uncached`` (the same loop recomputing ``model(prefix)`` per token),
 * ``savedmodel``: the export's ``generate`` signature (tokenizer + cached loop in-graph, no XLA),
 
-and the ratios cached / uncached. With the cache the cost per token stays flat as the output
-grows; without it, it grows with the length. keras-hub is not installed here, so it is not in
-this table (see bench/RESULTS.md).
+* ``keras-hub``: keras-hub's ``GPT2CausalLM.generate`` (its own cached loop) on a GPT-2 of the
+  same sizes (layers, heads, width, vocabulary, random weights), greedy, ``--jit`` alike,
+
+and the ratios cached / uncached and cached / keras-hub. With the cache the cost per token stays
+flat as the output grows; without it, it grows with the length. (``pip install -e .[bench]``
+installs keras-hub; ``--no-keras-hub`` leaves it out.)
 """
 
 from __future__ import annotations
@@ -46,8 +49,34 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
-def measure(model, generate, vocab_size, batch, prompt_tokens, n, jit, repeats, rng):
-    """Best wall times (s) of cached, uncached and SavedModel decoding of ``n`` new tokens."""
+def keras_hub_gpt2(model, vocab_size: int, jit: bool):
+    """keras-hub's GPT-2 causal LM with the sizes of the zoo ``transformer_lm`` ``model``."""
+    import keras_hub
+
+    config = model.get_config()
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=vocab_size, num_layers=config["num_layers"],
+        num_heads=config["num_heads"], hidden_dim=config["d_model"],
+        intermediate_dim=config["ffn_dim"], dropout=0.0, max_sequence_length=config["max_length"])
+    peer = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    peer.compile(sampler="greedy", jit_compile=jit)
+    return peer
+
+
+def keras_hub_time(peer, prompt, n: int, repeats: int) -> float:
+    """Best wall time of keras-hub ``generate`` adding exactly ``n`` tokens to ``prompt``."""
+    batch, prompt_tokens = prompt.shape
+    token_ids = np.zeros((batch, prompt_tokens + n), np.int32)
+    token_ids[:, :prompt_tokens] = prompt.numpy()
+    mask = np.zeros_like(token_ids, dtype=bool)
+    mask[:, :prompt_tokens] = True
+    inputs = {"token_ids": token_ids, "padding_mask": mask}
+    return best_time(lambda: peer.generate(inputs, stop_token_ids=None), repeats)
+
+
+def measure(model, generate, vocab_size, batch, prompt_tokens, n, jit, repeats, rng, peer=None):
+    """Best wall times (s) of cached, uncached, SavedModel (and keras-hub) decoding of ``n``
+    new tokens."""
     prompt = tf.constant(rng.integers(4, vocab_size, (batch, prompt_tokens)), tf.int32)
     lengths = tf.fill([batch], prompt_tokens)
     texts = tf.constant(["abc def gh"[:prompt_tokens]] * batch)
@@ -58,7 +87,8 @@ def measure(model, generate, vocab_size, batch, prompt_tokens, n, jit, repeats, 
         prompt=texts, max_new_tokens=tf.fill([batch], n), temperature=tf.zeros([batch]),
         top_k=tf.zeros([batch], tf.int32), top_p=tf.ones([batch]),
         seed=tf.zeros([batch], tf.int64)), repeats)
-    return cached, uncached, served
+    peer_time = keras_hub_time(peer, prompt, n, repeats) if peer is not None else None
+    return cached, uncached, served, peer_time
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--jit", action="store_true", help="XLA for the eager-API rows")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-keras-hub", action="store_true", help="leave keras-hub out")
     args = parser.parse_args(argv)
     if args.quick:
         args.lengths, args.batches, args.repeats = [8, 24, 48], [1, 8], 2
@@ -91,23 +122,29 @@ def main(argv: list[str] | None = None) -> int:
         path = export.saved_model(run, os.path.join(tmp, "export"), max_new_tokens=max(lengths),
                                   streaming=False)
         generate = tf.saved_model.load(path).signatures["generate"]
+        peer = None if args.no_keras_hub else keras_hub_gpt2(model, tokenizer.vocab_size, args.jit)
 
         print(f"# transformer_lm {args.preset}: {model.count_params():,} parameters, "
               f"prompt {args.prompt_tokens} tokens, XLA for eager rows: {args.jit}")
         print(f"{'batch':>5} {'new':>4} | {'cached tok/s':>12} {'ms/tok':>7} | "
               f"{'uncached tok/s':>14} {'ms/tok':>7} | {'savedmodel tok/s':>16} {'ms/tok':>7} | "
-              f"{'cached/uncached':>15}")
+              f"{'cached/uncached':>15}" + (f" | {'keras-hub tok/s':>15} {'ms/tok':>7} | "
+                                             f"{'cached/keras-hub':>16}" if peer else ""))
         rng = np.random.default_rng(0)
         for batch in args.batches:
             for n in lengths:
-                cached, uncached, served = measure(model, generate, tokenizer.vocab_size, batch,
-                                                   args.prompt_tokens, n, args.jit, args.repeats,
-                                                   rng)
+                cached, uncached, served, hub = measure(
+                    model, generate, tokenizer.vocab_size, batch, args.prompt_tokens, n, args.jit,
+                    args.repeats, rng, peer)
                 tokens = batch * n
-                print(f"{batch:>5} {n:>4} | {tokens / cached:>12.0f} {1e3 * cached / n:>7.2f} | "
-                      f"{tokens / uncached:>14.0f} {1e3 * uncached / n:>7.2f} | "
-                      f"{tokens / served:>16.0f} {1e3 * served / n:>7.2f} | "
-                      f"{uncached / cached:>14.2f}x")
+                line = (f"{batch:>5} {n:>4} | {tokens / cached:>12.0f} {1e3 * cached / n:>7.2f} | "
+                        f"{tokens / uncached:>14.0f} {1e3 * uncached / n:>7.2f} | "
+                        f"{tokens / served:>16.0f} {1e3 * served / n:>7.2f} | "
+                        f"{uncached / cached:>14.2f}x")
+                if hub is not None:
+                    line += (f" | {tokens / hub:>15.0f} {1e3 * hub / n:>7.2f} | "
+                             f"{hub / cached:>15.2f}x")
+                print(line)
     return 0
 
 

@@ -26,8 +26,20 @@ def _cmd_models(args) -> int:
             for preset in spec.presets:
                 model = build_model(name, vocab_size=args.vocab_size, preset=preset)
                 sizes = ", ".join(f"{k}={v}" for k, v in spec.presets[preset].items())
-                print(f"  {preset:6s} {_human(model.count_params()):>7s} parameters  {sizes}")
+                flops = _training_flops(model)
+                flops = f"{_human(flops):>7s} train FLOPs/token" if flops else ""
+                print(f"  {preset:6s} {_human(model.count_params()):>7s} parameters  {flops}  {sizes}")
     return 0
+
+
+def _training_flops(model) -> int | None:
+    """6N + 12LHQT at the model's context (None for models whose FLOPs it cannot tell)."""
+    from zoo.models.flops import training_flops_per_token
+
+    try:
+        return training_flops_per_token(model)
+    except (KeyError, TypeError, ValueError, NotImplementedError):
+        return None
 
 
 def _human(count: int) -> str:
@@ -266,8 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_classify)
 
     from export.cli import add_export_parser
+    from zoo.importers import add_import_parser
 
     add_export_parser(sub)
+    add_import_parser(sub)
 
     p = sub.add_parser(
         "serve", add_help=False,
