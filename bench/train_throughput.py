@@ -81,8 +81,8 @@ def time_fit(model, dataset, steps: int, warmup: int) -> float:
     return float(np.median(timer.times))
 
 
-def zoo_model(sizes: dict, vocab: int, jit: bool):
-    model = build_model("transformer_lm", vocab, "tiny", dropout=0.0, **sizes)
+def zoo_model(sizes: dict, vocab: int, jit: bool, fused_qkv: bool = True):
+    model = build_model("transformer_lm", vocab, "tiny", dropout=0.0, fused_qkv=fused_qkv, **sizes)
     model.compile(optimizer=optimizer(), loss=masked_lm_loss, jit_compile=jit)
     return model
 
@@ -129,6 +129,8 @@ def main(argv=None) -> int:
                         help="auto: on on a GPU")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense peak, for MFU")
     parser.add_argument("--only", choices=["zoo", "keras_hub"], help="measure one side only")
+    parser.add_argument("--separate-qkv", action="store_true",
+                        help="the zoo model with three Q/K/V projections instead of one fused")
     args = parser.parse_args(argv)
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
@@ -147,7 +149,7 @@ def main(argv=None) -> int:
     for side in sides:
         keras.utils.set_random_seed(0)
         if side == "zoo":
-            model = zoo_model(sizes, args.vocab, jit)
+            model = zoo_model(sizes, args.vocab, jit, fused_qkv=not args.separate_qkv)
             data = tf.data.Dataset.from_tensor_slices((x, y))
         else:
             model = keras_hub_model(sizes, args.vocab, jit)
@@ -164,7 +166,8 @@ def main(argv=None) -> int:
     print(f"# transformer training throughput, {'tiny' if args.tiny else 'GPT-2 small'}: "
           f"{sizes['num_layers']} layers, {sizes['num_heads']} heads, width {sizes['d_model']}, "
           f"vocab {args.vocab}, sequence {seq_len}, batch {batch}, {precision}, "
-          f"XLA {'on' if jit else 'off'}, {args.steps - args.warmup} timed steps; "
+          f"XLA {'on' if jit else 'off'}, {'separate' if args.separate_qkv else 'fused'} QKV, "
+          f"{args.steps - args.warmup} timed steps; "
           f"device {'GPU' if gpu else 'CPU'} ({peak_source})")
     print("| model | parameters | FLOPs/token | ms/step | tokens/s | TFLOP/s | MFU |")
     print("|---|---|---|---|---|---|---|")

@@ -66,6 +66,7 @@ class TransformerBlock(keras.layers.Layer):
         norm_first: Pre-norm if True, post-norm (original paper) if False.
         causal: Apply the causal mask (decoder / language model).
         layer_norm_epsilon: Epsilon of both layer norms.
+        fused_qkv: One fused Q/K/V projection (see ``MultiHeadAttention``).
         attention_dropout: Dropout rate on the attention weights.
         **kwargs: Base ``keras.layers.Layer`` arguments.
     """
@@ -81,6 +82,7 @@ class TransformerBlock(keras.layers.Layer):
         causal: bool = False,
         layer_norm_epsilon: float = 1e-5,
         attention_dropout: float = 0.0,
+        fused_qkv: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -104,10 +106,12 @@ class TransformerBlock(keras.layers.Layer):
         self.causal = bool(causal)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.attention_dropout = attention_dropout
+        self.fused_qkv = bool(fused_qkv)
 
         policy = self.dtype_policy
         self.attention = MultiHeadAttention(
-            d_model, num_heads, dropout=attention_dropout, dtype=policy, name="attention"
+            d_model, num_heads, dropout=attention_dropout, fused_qkv=self.fused_qkv,
+            dtype=policy, name="attention",
         )
         self.attention_norm = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=policy, name="attention_norm"
@@ -231,6 +235,7 @@ class TransformerBlock(keras.layers.Layer):
                 "norm_first": self.norm_first,
                 "causal": self.causal,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "fused_qkv": self.fused_qkv,
                 "attention_dropout": self.attention_dropout,
             }
         )

@@ -36,6 +36,7 @@ class TransformerLMConfig:
     position: str = "learned"  # or "sinusoidal"
     tie_embeddings: bool = True
     layer_norm_epsilon: float = 1e-5
+    fused_qkv: bool = False  # one Q/K/V matmul of width 3 * d_model (see MultiHeadAttention)
 
     def __post_init__(self):
         for field in ("num_layers", "num_heads", "d_model", "ffn_dim", "max_length"):
@@ -59,7 +60,7 @@ class TransformerLM(CausalLM):
     Args:
         vocab_size: number of token ids.
         num_layers, num_heads, d_model, ffn_dim, max_length, dropout, activation, norm_first,
-        position, tie_embeddings, layer_norm_epsilon: see ``TransformerLMConfig``.
+        position, tie_embeddings, layer_norm_epsilon, fused_qkv: see ``TransformerLMConfig``.
     """
 
     def __init__(
@@ -76,6 +77,7 @@ class TransformerLM(CausalLM):
         position: str = "learned",
         tie_embeddings: bool = True,
         layer_norm_epsilon: float = 1e-5,
+        fused_qkv: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -91,6 +93,7 @@ class TransformerLM(CausalLM):
         self.position = position
         self.tie_embeddings = tie_embeddings
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.fused_qkv = bool(fused_qkv)
         self.head_dim = d_model // num_heads
 
         self.embedding = TokenAndPositionEmbedding(
@@ -112,6 +115,7 @@ class TransformerLM(CausalLM):
                 norm_first=norm_first,
                 causal=True,
                 layer_norm_epsilon=layer_norm_epsilon,
+                fused_qkv=self.fused_qkv,
                 name=f"block_{i}",
                 dtype=self.dtype_policy,
             )
@@ -176,6 +180,7 @@ class TransformerLM(CausalLM):
             position=self.position,
             tie_embeddings=self.tie_embeddings,
             layer_norm_epsilon=self.layer_norm_epsilon,
+            fused_qkv=self.fused_qkv,
         )
         return config
 
