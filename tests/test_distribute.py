@@ -335,3 +335,34 @@ def test_two_workers_resume_from_the_chief_checkpoint(cluster_run, shakespeare_f
     for a, b, first in zip(*resumed, weights[0], strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(a, first, rtol=0, atol=1e-6)
+
+
+SEQ2SEQ_TWO_REPLICAS = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import zoo
+data, out = sys.argv[1:3]
+zoo.train("transformer_seq2seq", data, out, verbose=0, distribute="mirrored", max_steps=2,
+          batch_size=4, checkpoint_every=2, eval_batches=1)
+print("ZOO-METRICS", open(out + "/metrics.json").read().replace("\\n", " "))
+"""
+
+
+def test_nested_variable_width_batches_train_over_two_replicas(data_dir, tmp_path):
+    """Translation batches ((source, target_in), target_out), padded per batch, split by rows."""
+    paths = []
+    for lang in ("en", "de"):
+        with open(os.path.join(data_dir, "multi30k", f"train.{lang}"), encoding="utf-8") as f:
+            lines = [next(f) for _ in range(120)]
+        path = tmp_path / f"pairs.{lang}"
+        path.write_text("".join(lines), encoding="utf-8")
+        paths.append(str(path))
+    out = str(tmp_path / "s2s")
+    result = subprocess.run(
+        [sys.executable, "-c", SEQ2SEQ_TWO_REPLICAS, ":".join(paths), out],
+        capture_output=True, text=True, env=ENV, timeout=WORKER_TIMEOUT_S)
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = json.loads(result.stdout.split("ZOO-METRICS", 1)[1])
+    assert metrics["replicas"] == 2 and metrics["steps"] == 2

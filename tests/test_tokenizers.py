@@ -455,3 +455,15 @@ def test_train_accepts_documents_or_lines(shakespeare):
     sp_doc = train_tokenizer("sentencepiece", [head], vocab_size=500)
     sp_lines = train_tokenizer("sentencepiece", head.split("\n"), vocab_size=500)
     assert sp_doc.vocabulary == sp_lines.vocabulary
+
+
+def test_sentencepiece_survives_set_random_seed(sp_tok):
+    """``keras.utils.set_random_seed`` (every training run calls it) clears TF's eager kernel
+    cache; a tokenizer made before it must keep working afterwards (e.g. a loaded run's)."""
+    import keras
+
+    text = tf.constant(["To be, or not to be"])
+    before = sp_tok.tokenize(text).to_list()
+    keras.utils.set_random_seed(123)
+    assert sp_tok.tokenize(text).to_list() == before
+    assert sp_tok.detokenize(sp_tok.tokenize(text)).numpy().tolist() == [b"To be, or not to be"]

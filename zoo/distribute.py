@@ -246,8 +246,8 @@ def per_replica_batch(strategy: tf.distribute.Strategy, global_batch_size: int) 
 def distribute_batches(strategy: tf.distribute.Strategy, make_dataset, global_batch_size: int):
     """A distributed dataset in which each replica gets its rows of every global batch.
 
-    ``make_dataset()`` returns a ``tf.data.Dataset`` of global batches (tuples of tensors with a
-    leading dimension ``global_batch_size``); every worker builds the same one and keeps only its
+    ``make_dataset()`` returns a ``tf.data.Dataset`` of global batches (tuples, possibly nested, of
+    tensors with a leading dimension ``global_batch_size``); every worker builds the same one and keeps only its
     replicas' rows: replica ``r`` (numbered worker by worker) gets rows ``r*b .. (r+1)*b - 1``.
     """
     replicas = strategy.num_replicas_in_sync
@@ -257,12 +257,14 @@ def distribute_batches(strategy: tf.distribute.Strategy, make_dataset, global_ba
         local = replicas // context.num_input_pipelines
         first = context.input_pipeline_id * local * per_replica
 
+        def rows(t: tf.Tensor) -> tf.Tensor:
+            mine = t[first : first + local * per_replica]
+            # Widths may differ from batch to batch (padded per batch): read them at run time.
+            return tf.reshape(mine, tf.concat([[local, per_replica], tf.shape(mine)[1:]], 0))
+
         def split(*batch):
-            pieces = tuple(
-                tf.reshape(t[first : first + local * per_replica], [local, per_replica, *t.shape[1:]])
-                for t in batch
-            )
-            return tf.data.Dataset.from_tensor_slices(pieces)
+            # A batch may nest, e.g. ((source, target_in), target_out) for translation.
+            return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(rows, batch))
 
         dataset = make_dataset()
         if local == 1 and context.num_input_pipelines == 1:

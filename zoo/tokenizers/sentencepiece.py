@@ -69,14 +69,29 @@ class SentencePieceTokenizer(Tokenizer):
     def tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
         """Strings ``(batch,)`` -> ragged int32 piece ids ``(batch, None)``."""
         batch, scalar = as_string_batch(texts)
-        ids = self._sentencepiece.tokenize(batch)
+        ids = self._run("tokenize", batch)
         return ids[0] if scalar else ids
 
     def detokenize(self, ids: tf.Tensor | tf.RaggedTensor) -> tf.Tensor:
         """Ids ``(batch, None)`` -> the original strings; pad/bos/eos dropped, ``<unk>`` -> U+FFFD."""
         ragged, single = clean_ids(ids, self.vocab_size)
-        texts = self._sentencepiece.detokenize(ragged)
+        texts = self._run("detokenize", ragged)
         return texts[0] if single else texts
+
+    def _run(self, method: str, value):
+        """``self._sentencepiece.<method>(value)``, rebuilding the op's resource once if it is
+        gone: ``tf.random.set_seed`` (``keras.utils.set_random_seed``, as every training run
+        calls) clears TensorFlow's eager kernel cache, which deletes the SentencePiece model an
+        eager kernel owned, and the next eager call would fail with ``NotFoundError``."""
+        try:
+            return getattr(self._sentencepiece, method)(value)
+        except tf.errors.NotFoundError:
+            if not tf.executing_eagerly():
+                raise
+            self._sentencepiece = tf_text.SentencepieceTokenizer(
+                model=self._model_proto, out_type=tf.int32
+            )
+            return getattr(self._sentencepiece, method)(value)
 
     # -- vocabulary -------------------------------------------------------------------------
 
