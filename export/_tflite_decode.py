@@ -197,20 +197,23 @@ def next_token(logits, temperature, top_k, top_p, seeds, step, vocab_size):
 # the loop
 
 
-def _suppress(logits, vocab_size):
+def _suppress(logits, vocab_size, suppressed=SUPPRESSED_TOKEN_IDS):
+    if not suppressed:
+        return tf.cast(logits, tf.float32)
     banned = tf.reduce_any(
-        tf.range(vocab_size)[:, None] == tf.constant(SUPPRESSED_TOKEN_IDS, tf.int32)[None, :],
+        tf.range(vocab_size)[:, None] == tf.constant(list(suppressed), tf.int32)[None, :],
         axis=-1,
     )
     return tf.where(banned[None, :], tf.constant(_NEG, tf.float32), tf.cast(logits, tf.float32))
 
 
 def decode(stepper, prompt_ids, lengths, row_max, *, max_new_tokens, vocab_size, stop_ids=(),
-           sampling=None):
+           sampling=None, suppressed=SUPPRESSED_TOKEN_IDS):
     """Continue ``prompt_ids`` (B, P) (right-padded, ``lengths >= 1``).
 
     ``row_max`` (B,): new tokens allowed per row (0 = none). ``sampling``: ``None`` (greedy) or
-    ``(temperature, top_k, top_p, seeds)`` per row. Returns ``(new_ids (B, M), num_new (B,))``.
+    ``(temperature, top_k, top_p, seeds)`` per row. ``suppressed``: ids never chosen (the
+    tokenizer's ``suppressed_ids``). Returns ``(new_ids (B, M), num_new (B,))``.
     """
     batch = tf.shape(prompt_ids)[0]
     width = tf.shape(prompt_ids)[1]
@@ -218,7 +221,7 @@ def decode(stepper, prompt_ids, lengths, row_max, *, max_new_tokens, vocab_size,
     start = tf.maximum(1, tf.reduce_min(lengths) // PROMPT_BUCKET * PROMPT_BUCKET)
     state = stepper.init(batch, total)
     last, state = stepper.step(prompt_ids[:, :start], state, tf.constant(0, tf.int32))
-    last = _suppress(last, vocab_size)
+    last = _suppress(last, vocab_size, suppressed)
     out = tf.zeros(tf.stack([batch, max_new_tokens]), tf.int32)
     num_new = tf.zeros(tf.stack([batch]), tf.int32)
     finished = row_max <= 0
@@ -246,7 +249,7 @@ def decode(stepper, prompt_ids, lengths, row_max, *, max_new_tokens, vocab_size,
         num_new = num_new + tf.cast(emit, tf.int32)
         finished = tf.logical_or(tf.logical_or(finished, stopped), num_new >= row_max)
         logits, state = stepper.step(tok[:, None], state, i)
-        return i + 1, _suppress(logits, vocab_size), state, out, num_new, finished
+        return i + 1, _suppress(logits, vocab_size, suppressed), state, out, num_new, finished
 
     loop = tf.while_loop(cond, body, (start, last, state, out, num_new, finished))
     return loop[3], loop[4]

@@ -143,11 +143,12 @@ def _as_ragged_rows(ids) -> tf.RaggedTensor:
     return tf.cast(ids, tf.int32)
 
 
-def _with_bos(ids: tf.RaggedTensor, eos: bool = False) -> tf.RaggedTensor:
+def _with_bos(ids: tf.RaggedTensor, bos_id: int = BOS_ID,
+              eos_id: int | None = None) -> tf.RaggedTensor:
     batch = ids.nrows(out_type=tf.int32)
-    parts = [tf.RaggedTensor.from_tensor(tf.fill([batch, 1], BOS_ID)), ids]
-    if eos:
-        parts.append(tf.RaggedTensor.from_tensor(tf.fill([batch, 1], EOS_ID)))
+    parts = [tf.RaggedTensor.from_tensor(tf.fill([batch, 1], bos_id)), ids]
+    if eos_id is not None:
+        parts.append(tf.RaggedTensor.from_tensor(tf.fill([batch, 1], eos_id)))
     return tf.concat(parts, axis=1)
 
 
@@ -171,7 +172,7 @@ class _ServingModule(tf.Module):
 
     def __init__(self, model, tokenizer, *, line_corpus: bool, max_new_tokens: int,
                  temperature: float, top_k: int, top_p: float, asset_paths=(),
-                 streaming: bool = True):
+                 streaming: bool = True, stop_token_ids=None):
         super().__init__(name="zoo_serving")
         self.model_variables = list(model.variables)
         self.tokenizer = tokenizer
@@ -182,7 +183,13 @@ class _ServingModule(tf.Module):
         self._max_new = int(max_new_tokens)
         self._defaults = (float(temperature), int(top_k), float(top_p))
         self._max_length = getattr(model, "max_length", None)
-        self._stop_ids = (EOS_ID,) if self._line else ()
+        # the tokenizer's special ids (GPT-2: <|endoftext|> as bos/eos, nothing suppressed)
+        self._bos = getattr(tokenizer, "bos_id", BOS_ID)
+        self._eos = getattr(tokenizer, "eos_id", EOS_ID)
+        self._suppressed = getattr(tokenizer, "suppressed_ids", None)
+        if stop_token_ids is None:
+            stop_token_ids = (self._eos,) if self._line else ()
+        self._stop_ids = tuple(int(t) for t in stop_token_ids)
 
         string_batch = tf.TensorSpec([None], tf.string)
         int_batch = tf.TensorSpec([None], tf.int32)
@@ -246,7 +253,7 @@ class _ServingModule(tf.Module):
         """
         ids = self._token_ids(prompt)
         if self._line:
-            ids = _with_bos(ids)
+            ids = _with_bos(ids, self._bos)
         if self._max_length is not None:
             ids = _keep_last(ids, self._max_length - self._max_new)
         lengths = tf.cast(ids.row_lengths(), tf.int32)
@@ -279,8 +286,9 @@ class _ServingModule(tf.Module):
             stop_token_ids=self._stop_ids,
             jit_compile=False,
             prefill_length=None,
+            suppressed_token_ids=self._suppressed,
         )
-        text = self.tokenizer.detokenize(new_ids)
+        text = self.tokenizer.detokenize(tf.RaggedTensor.from_tensor(new_ids, lengths=num_new))
         return text, new_ids, num_new
 
     # -- streaming: the decoding loop one step per call, the cache as explicit state ---------
@@ -334,7 +342,8 @@ class _ServingModule(tf.Module):
 
     def _choose_next(self, logits, temperature, top_k, top_p, seed, step):
         """The choice ``generate`` makes at position ``step`` (same masking, same noise)."""
-        return next_token(_next_logits(logits[:, -1, :]), temperature, top_k, top_p, seed, step)
+        last = _next_logits(logits[:, -1, :], self._suppressed)
+        return next_token(last, temperature, top_k, top_p, seed, step)
 
     def _is_stop(self, token):
         if not self._stop_ids:
@@ -412,7 +421,7 @@ class _ServingModule(tf.Module):
     def _score(self, text):
         ids = self._token_ids(text)
         if self._line:
-            ids = _with_bos(ids, eos=True)
+            ids = _with_bos(ids, self._bos, self._eos)
         lengths = tf.cast(ids.row_lengths(), tf.int32)
         seq = ids.to_tensor(default_value=0)
         batch = _batch_size(seq)
@@ -454,12 +463,14 @@ class _ServingModule(tf.Module):
 
 def build_serving_module(model, tokenizer, *, line_corpus: bool, max_new_tokens: int = 64,
                          temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                         asset_paths=(), streaming: bool = True) -> _ServingModule:
-    """The ``tf.Module`` that ``saved_model`` saves (also usable eagerly, e.g. in tests)."""
+                         asset_paths=(), streaming: bool = True,
+                         stop_token_ids=None) -> _ServingModule:
+    """The ``tf.Module`` that ``saved_model`` saves (also usable eagerly, e.g. in tests).
+    ``stop_token_ids``: default ``<eos>`` for a line corpus, none for a stream."""
     return _ServingModule(
         model, tokenizer, line_corpus=line_corpus, max_new_tokens=max_new_tokens,
         temperature=temperature, top_k=top_k, top_p=top_p, asset_paths=asset_paths,
-        streaming=streaming,
+        streaming=streaming, stop_token_ids=stop_token_ids,
     )
 
 
@@ -675,7 +686,7 @@ def _write(run, directory: str, **settings) -> None:
         asset_paths = sorted(os.path.join(tok_dir, name) for name in os.listdir(tok_dir))
         module = build_serving_module(
             run.model, run.tokenizer, line_corpus=line_corpus, asset_paths=asset_paths,
-            **settings,
+            stop_token_ids=getattr(run, "stop_token_ids", None), **settings,
         )
         tf.saved_model.save(module, directory, signatures=module.signatures())
     extra = os.path.join(directory, "assets.extra")
@@ -704,6 +715,10 @@ def _write_task(run, task: str, directory: str, **settings) -> None:
     task_module = get_task(task)
     module, signatures, export_settings = task_module.serving_module(run, **settings)
     tf.saved_model.save(module, directory, signatures=signatures)
+    if export_settings.get("method_names"):  # e.g. a classify signature for TF Serving's Classify
+        from export._signature_method import set_method_names
+
+        set_method_names(directory, export_settings["method_names"])
     extra = os.path.join(directory, "assets.extra")
     os.makedirs(extra, exist_ok=True)
     records = task_module.warmup_records(run)

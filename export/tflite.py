@@ -47,8 +47,9 @@ continuation (``text == ""``, ``num_tokens == 0``) instead of an error (a line m
 prompt is just ``<bos>``), and characters a character tokenizer does not know become ``<unk>``
 instead of an error. Prompts must be valid UTF-8 for ids identical to the zoo tokenizer's.
 
-Supported: the ``char`` and ``sentencepiece`` (BPE, as the zoo trains it) tokenizers, with every
-zoo model (``transformer_lm``, ``lstm_lm``, ``gru_lm``, ``rnn_lm``, ``mlp_lm``). The ``word`` and
+Supported: the ``char`` and ``sentencepiece`` (BPE, as the zoo trains it) tokenizers and GPT-2's
+``byte_bpe`` (``export/_tflite_byte_bpe.py``), with every zoo model (``transformer_lm``,
+``gpt2``, ``lstm_lm``, ``gru_lm``, ``rnn_lm``, ``mlp_lm``). The ``word`` and
 ``wordpiece`` tokenizers and SentencePiece unigram models raise ``ZooError`` (see
 ``export/_tflite_text.py``).
 
@@ -70,9 +71,11 @@ import types
 import numpy as np
 import tensorflow as tf
 
+from export._tflite_byte_bpe import ByteBPECodec
 from export._tflite_decode import decode, log_likelihood, make_stepper
 from export._tflite_text import build_codec
 from zoo.errors import ZooError
+from zoo.generation.decode import SUPPRESSED_TOKEN_IDS
 from zoo.tokenizers.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 __all__ = [
@@ -121,7 +124,8 @@ def _batch(tensor):
 class _LiteRTModule(tf.Module):
     """The model's variables, the tokenizer tables and the signature functions."""
 
-    def __init__(self, model, codec, *, line_corpus: bool, max_new_tokens: int):
+    def __init__(self, model, codec, *, line_corpus: bool, max_new_tokens: int,
+                 stop_ids=None, suppressed_ids=SUPPRESSED_TOKEN_IDS):
         super().__init__(name="zoo_litert")
         self.model_variables = list(model.variables)
         self._ref = types.SimpleNamespace(model=model, codec=codec)
@@ -130,6 +134,8 @@ class _LiteRTModule(tf.Module):
         self._max_new = int(max_new_tokens)
         self._max_length = getattr(model, "max_length", None)
         self._vocab_size = int(model.vocab_size)
+        self._stop_ids = ((EOS_ID,) if self._line else ()) if stop_ids is None else tuple(stop_ids)
+        self._suppressed = tuple(suppressed_ids)
         strings = tf.TensorSpec([None], tf.string)
         self.generate = tf.function(
             self._generate, input_signature=[strings], autograph=False
@@ -186,8 +192,9 @@ class _LiteRTModule(tf.Module):
             row_max,
             max_new_tokens=self._max_new,
             vocab_size=self._vocab_size,
-            stop_ids=(EOS_ID,) if self._line else (),
+            stop_ids=self._stop_ids,
             sampling=sampling,
+            suppressed=self._suppressed,
         )
         text = self._codec.decode(new_ids, num_new)
         return {"text": text, "token_ids": new_ids, "num_tokens": num_new}
@@ -233,9 +240,13 @@ def build_module(run, max_new_tokens: int = 32) -> _LiteRTModule:
             f"max_new_tokens={max_new_tokens} must be smaller than the model's context "
             f"max_length={max_length} (the sliding window of the Python API is not exported)"
         )
-    codec = build_codec(run.tokenizer)
+    tokenizer = run.tokenizer
+    byte_bpe = getattr(tokenizer, "kind", "") == "byte_bpe"
+    codec = ByteBPECodec(tokenizer) if byte_bpe else build_codec(tokenizer)
     return _LiteRTModule(
-        model, codec, line_corpus=run.line_corpus, max_new_tokens=max_new_tokens
+        model, codec, line_corpus=run.line_corpus, max_new_tokens=max_new_tokens,
+        stop_ids=run.stop_token_ids,
+        suppressed_ids=getattr(tokenizer, "suppressed_ids", SUPPRESSED_TOKEN_IDS),
     )
 
 
@@ -382,10 +393,13 @@ def corpus_windows(run, split: str = "validation", count: int = 200, tokens: int
     """``count`` real texts of ``split`` of the run's corpus, evenly spread over the split.
 
     Stream corpus: windows of ``tokens`` (default: the run's ``seq_len``) + 1 token ids,
-    detokenized. Line corpus: lines.
+    detokenized. Line corpus: lines. An empty list for a run that records no corpus (an
+    imported checkpoint) when no ``data`` is given.
     """
     from zoo import data as zdata
 
+    if not (data or run.config.get("data")):
+        return []
     corpus = zdata.load_corpus(data or run.config["data"])
     if corpus.kind != "stream":
         lines = corpus.lines(split)
@@ -445,7 +459,8 @@ def export_tflite(run_or_dir, path, *, quantize: str = "none", max_new_tokens: i
     _write_atomic(path, flatbuffer)
     result = {"path": path, "bytes": len(flatbuffer), "quantize": quantize, "ops": ops}
     if validation_texts is not None:
-        result["perplexity"] = LiteRTModel(flatbuffer).perplexity(list(validation_texts))
+        texts = list(validation_texts)  # none (a run without a corpus): the perplexity is NaN
+        result["perplexity"] = LiteRTModel(flatbuffer).perplexity(texts) if texts else math.nan
     return result
 
 

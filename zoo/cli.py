@@ -101,8 +101,10 @@ def _cmd_prepare(args) -> int:
 def _cmd_eval(args) -> int:
     from zoo.evaluation import evaluate
 
+    options = {k: v for k, v in dict(strategy=args.strategy, num_beams=args.num_beams,
+                                     max_examples=args.max_examples).items() if v is not None}
     print(json.dumps(evaluate(args.run, data=args.data, split=args.split,
-                              batch_size=args.batch_size), indent=2))
+                              batch_size=args.batch_size, **options), indent=2))
     return 0
 
 
@@ -237,11 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="token ids per shard (default 4194304)")
     p.set_defaults(func=_cmd_prepare)
 
-    p = sub.add_parser("eval", help="loss and perplexity over a whole split (JSON)")
+    p = sub.add_parser("eval", help="metrics over a whole split (JSON): loss and perplexity; "
+                       "BLEU/ROUGE for translation, masked accuracy, classification accuracy/F1")
     p.add_argument("run")
     p.add_argument("--data", help="default: the data the run was trained on")
     p.add_argument("--split", default="validation", choices=["train", "validation", "test"])
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--strategy", choices=["greedy", "beam"],
+                   help="translation runs: how the BLEU/ROUGE outputs are decoded (default greedy)")
+    p.add_argument("--num-beams", type=int, help="translation runs with --strategy beam")
+    p.add_argument("--max-examples", type=int,
+                   help="translation runs: score the first N pairs only (default: all)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("generate", help="continue a prompt")

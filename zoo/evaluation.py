@@ -4,7 +4,10 @@
     perplexity = exp(loss)
     bits/char  = loss / ln 2        (character-level tokenizers)
 
-Totals are accumulated in float64 across batches; padding labels (id 0) are excluded.
+Totals are accumulated in float64 across batches; padding labels (id 0) are excluded. A
+tokenizer whose ids 0-3 are real tokens (GPT-2's byte-level BPE) has its ids moved up by 4 for
+the data pipeline, which pads with 0 and frames lines with 2 and 3, and moved back before the
+model sees them, so every real token counts.
 """
 
 from __future__ import annotations
@@ -15,13 +18,41 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import data as zdata
+from zoo.errors import ZooError
 from zoo.metrics import masked_token_nll
+from zoo.tokenizers.base import BOS_ID, EOS_ID, NUM_SPECIAL, PAD_ID
 
 
-def _nll_step(model):
+def _special_ids(tokenizer, corpus_kind: str):
+    """``None`` for the zoo's reserved ids, else the tokenizer's ``(bos, eos)`` (see above)."""
+    ids = tuple(getattr(tokenizer, name, default) for name, default in
+                (("pad_id", PAD_ID), ("bos_id", BOS_ID), ("eos_id", EOS_ID)))
+    if ids == (PAD_ID, BOS_ID, EOS_ID):
+        return None
+    if corpus_kind == "lines" and None in ids[1:]:
+        raise ZooError("a line corpus needs <bos>/<eos> ids, and this tokenizer has none")
+    return tuple(-1 if i is None else i for i in ids[1:])
+
+
+def _shift_ids(ids):
+    if isinstance(ids, tf.RaggedTensor):
+        return ids.with_flat_values(ids.flat_values + NUM_SPECIAL)
+    return np.asarray(ids, np.int32) + NUM_SPECIAL
+
+
+def _nll_step(model, special=None):
+    def unshift(ids):  # pipeline ids -> the tokenizer's (padding -> 0, masked anyway)
+        bos, eos = special
+        return tf.where(ids >= NUM_SPECIAL, ids - NUM_SPECIAL,
+                        tf.where(ids == BOS_ID, bos, tf.where(ids == EOS_ID, eos, 0)))
+
     @tf.function(reduce_retracing=True)
     def step(x, y):
-        nll, mask = masked_token_nll(y, model(x, training=False))
+        mask = None
+        if special is not None:
+            mask = tf.not_equal(y, PAD_ID)
+            x, y = unshift(x), unshift(y)
+        nll, mask = masked_token_nll(y, model(x, training=False), mask)
         return tf.reduce_sum(nll), tf.reduce_sum(mask)
 
     return step
@@ -30,7 +61,10 @@ def _nll_step(model):
 def evaluate_model(model, tokenizer, ids, corpus_kind: str, seq_len: int, batch_size: int,
                    tokenizer_kind: str | None = None) -> dict:
     """Corpus-level loss / perplexity of ``model`` on encoded ``ids`` (see ``zoo.data.encode``)."""
-    step = _nll_step(model)
+    special = _special_ids(tokenizer, corpus_kind)
+    if special is not None:
+        ids = _shift_ids(ids)
+    step = _nll_step(model, special)
     total_nll, total_tokens = 0.0, 0.0
     for x, y in zdata.evaluation_dataset(ids, corpus_kind, seq_len, batch_size):
         nll, count = step(x, y)
@@ -49,16 +83,24 @@ def evaluate_model(model, tokenizer, ids, corpus_kind: str, seq_len: int, batch_
 
 
 def evaluate_run(run, data: str | None = None, split: str = "validation",
-                 batch_size: int | None = None) -> dict:
+                 batch_size: int | None = None, **task_options) -> dict:
     """Evaluate a loaded run on ``split`` of ``data`` (default: the data it was trained on).
 
-    Runs of other tasks (masked LM, translation, classification) report their own metrics."""
+    Runs of other tasks (masked LM, translation, classification) report their own metrics;
+    ``task_options`` go to their ``evaluate`` (translation: ``strategy``, ``num_beams``,
+    ``max_examples``)."""
     from zoo.tasks import get_task, task_of
 
     task = task_of(run.config)
     if task != "causal_lm":
-        return get_task(task).evaluate(run, data=data, split=split, batch_size=batch_size)
-    source = data or run.config["data"]
+        return get_task(task).evaluate(run, data=data, split=split, batch_size=batch_size,
+                                       **task_options)
+    if task_options:
+        raise ZooError(f"{', '.join(sorted(task_options))}: only for translation runs")
+    source = data or run.config.get("data")
+    if not source:
+        raise ZooError(f"{run.path} records no corpus (an imported checkpoint): give the data "
+                       "to evaluate on (--data)")
     if zdata.is_prepared(source):  # already tokenized shards (zoo prepare)
         prepared = zdata.open_prepared(source)
         ids, kind = prepared.ids(split), prepared.kind
@@ -73,12 +115,12 @@ def evaluate_run(run, data: str | None = None, split: str = "validation",
 
 
 def evaluate(run_or_dir, data: str | None = None, split: str = "validation",
-             batch_size: int | None = None) -> dict:
+             batch_size: int | None = None, **task_options) -> dict:
     """``zoo.evaluate(run_dir_or_loaded_run, data=None, split="validation")`` -> metrics dict."""
     from zoo.run import LoadedRun, load
 
     run = run_or_dir if isinstance(run_or_dir, LoadedRun) else load(run_or_dir)
-    return evaluate_run(run, data=data, split=split, batch_size=batch_size)
+    return evaluate_run(run, data=data, split=split, batch_size=batch_size, **task_options)
 
 
 def score_texts(model, tokenizer, texts, line_corpus: bool) -> list[tuple[float, int]]:
@@ -91,8 +133,6 @@ def score_texts(model, tokenizer, texts, line_corpus: bool) -> list[tuple[float,
     split. Computed text by text, window by window, with a float64 log-softmax; the reference for
     the ``score`` signature of ``export.saved_model``.
     """
-    from zoo.tokenizers.base import BOS_ID, EOS_ID
-
     if isinstance(texts, str):
         texts = [texts]
     window = getattr(model, "max_length", None)
@@ -102,7 +142,7 @@ def score_texts(model, tokenizer, texts, line_corpus: bool) -> list[tuple[float,
         ids = ids.merge_dims(1, -1) if ids.ragged_rank > 1 else ids
         seq = [int(t) for t in ids[0].numpy()]
         if line_corpus:
-            seq = [BOS_ID, *seq, EOS_ID]
+            seq = [getattr(tokenizer, "bos_id", BOS_ID), *seq, getattr(tokenizer, "eos_id", EOS_ID)]
         labels = len(seq) - 1
         if labels < 1:
             results.append((0.0, 0))

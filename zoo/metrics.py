@@ -18,12 +18,14 @@ import tensorflow as tf
 from zoo.tokenizers.base import PAD_ID
 
 
-def masked_token_nll(labels, logits):
-    """Per-token negative log-likelihood ``(B, T)`` and the float mask of real labels ``(B, T)``."""
+def masked_token_nll(labels, logits, mask=None):
+    """Per-token negative log-likelihood ``(B, T)`` and the float mask of real labels ``(B, T)``
+    (default: the labels that are not ``<pad>``; a vocabulary without a pad id passes its own)."""
     labels = tf.cast(labels, tf.int32)
     logits = tf.cast(logits, tf.float32)
     nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-    mask = tf.cast(tf.not_equal(labels, PAD_ID), tf.float32)
+    mask = tf.not_equal(labels, PAD_ID) if mask is None else mask
+    mask = tf.cast(mask, tf.float32)
     return nll * mask, mask
 
 
@@ -61,3 +63,54 @@ class Perplexity(TokenNLL):
 
     def result(self):
         return tf.exp(super().result())
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class MaskedAccuracy(keras.metrics.Metric):
+    """Corpus-level accuracy over the non-padding labels (a masked LM's selected positions):
+    sum [argmax logits == label] / sum tokens."""
+
+    def __init__(self, name="masked_accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.correct = self.add_variable(shape=(), initializer="zeros", name="correct")
+        self.total_tokens = self.add_variable(shape=(), initializer="zeros", name="total_tokens")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        labels = tf.cast(y_true, tf.int32)
+        mask = tf.cast(tf.not_equal(labels, PAD_ID), tf.float32)
+        hits = tf.cast(tf.equal(tf.argmax(y_pred, axis=-1, output_type=tf.int32), labels), tf.float32)
+        self.correct.assign_add(tf.reduce_sum(hits * mask))
+        self.total_tokens.assign_add(tf.reduce_sum(mask))
+
+    def result(self):
+        return self.correct / tf.maximum(self.total_tokens, 1.0)
+
+
+def classification_scores(labels, predictions, num_classes: int) -> dict:
+    """Accuracy, per-class precision/recall/F1 and macro F1 from integer labels and predictions.
+
+        P_c = TP_c / (TP_c + FP_c),  R_c = TP_c / (TP_c + FN_c),  F1_c = 2 P_c R_c / (P_c + R_c)
+        macro F1 = mean_c F1_c        (a class's P, R or F1 with a zero denominator is 0)
+    """
+    import numpy as np
+
+    labels = np.asarray(labels, np.int64).ravel()
+    predictions = np.asarray(predictions, np.int64).ravel()
+    confusion = np.zeros([num_classes, num_classes], np.int64)  # [true, predicted]
+    np.add.at(confusion, (labels, predictions), 1)
+    tp = np.diag(confusion).astype(np.float64)
+    predicted = confusion.sum(axis=0).astype(np.float64)
+    actual = confusion.sum(axis=1).astype(np.float64)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(tp),
+                   where=denominator > 0)
+    return {
+        "accuracy": float(tp.sum() / max(labels.size, 1)),
+        "macro_f1": float(f1.mean()),
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+        "f1": f1.tolist(),
+        "confusion": confusion.tolist(),
+    }

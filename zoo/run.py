@@ -97,13 +97,21 @@ class LoadedRun:
         """Trained on sentences ([BOS] ... [EOS]) rather than a continuous stream."""
         return self.config.get("corpus_kind") == "lines"
 
+    @property
+    def stop_token_ids(self) -> tuple[int, ...]:
+        """Ids that end a continuation: ``<eos>`` for a line corpus, plus those recorded in
+        ``config.json`` (``stop_token_ids``; an imported GPT-2: ``<|endoftext|>``)."""
+        stops = [getattr(self.tokenizer, "eos_id", EOS_ID)] if self.line_corpus else []
+        return tuple(int(t) for t in [*stops, *self.config.get("stop_token_ids", ())])
+
     def generate(self, prompts, **kwargs):
         """Continue ``prompts`` (a str or a list of str); see ``zoo.generation.generate``."""
         from zoo.generation import generate
 
         if self.line_corpus:
             kwargs.setdefault("add_bos", True)
-            kwargs.setdefault("stop_token_ids", (EOS_ID,))
+        if self.stop_token_ids:
+            kwargs.setdefault("stop_token_ids", self.stop_token_ids)
         return generate(self.model, self.tokenizer, prompts, **kwargs)
 
     def stream(self, prompt: str, **kwargs):
@@ -112,7 +120,8 @@ class LoadedRun:
 
         if self.line_corpus:
             kwargs.setdefault("add_bos", True)
-            kwargs.setdefault("stop_token_ids", (EOS_ID,))
+        if self.stop_token_ids:
+            kwargs.setdefault("stop_token_ids", self.stop_token_ids)
         return stream(self.model, self.tokenizer, prompt, **kwargs)
 
     def evaluate(self, data: str | None = None, split: str = "validation", batch_size: int | None = None):

@@ -116,7 +116,10 @@ def generate(
     ids = tokenizer.tokenize(tf.constant(texts))
     ids = tf.cast(ids, tf.int32)
     if add_bos:
-        bos = tf.fill([len(texts), 1], tf.constant(_BOS_ID, tf.int32))
+        bos_id = getattr(tokenizer, "bos_id", _BOS_ID)
+        if bos_id is None:
+            raise ZooError("add_bos=True, but this tokenizer has no beginning-of-sequence id")
+        bos = tf.fill([len(texts), 1], tf.constant(bos_id, tf.int32))
         ids = tf.concat([tf.RaggedTensor.from_tensor(bos), ids], axis=1)
     lengths = ids.row_lengths().numpy()
     for text, n in zip(texts, lengths, strict=True):
@@ -140,6 +143,7 @@ def generate(
     decode_args = dict(
         strategy=strategy, temperature=temperature, top_k=top_k, top_p=top_p,
         num_beams=num_beams, stop_token_ids=stop_token_ids, jit_compile=jit_compile,
+        suppressed_token_ids=getattr(tokenizer, "suppressed_ids", None),
     )
 
     if max_length is None or max_new_tokens < max_length:
@@ -201,7 +205,7 @@ def _keep_last(ids: tf.RaggedTensor, keep: int | None) -> tf.RaggedTensor:
 
 
 def _decode(model, ids: tf.RaggedTensor, max_new_tokens: int, seed, *, strategy, temperature,
-            top_k, top_p, num_beams, stop_token_ids, jit_compile):
+            top_k, top_p, num_beams, stop_token_ids, jit_compile, suppressed_token_ids=None):
     """One compiled decoding pass. Returns (new token ids per row, whether each row stopped early)."""
     prompt_ids = ids.to_tensor(default_value=0)
     prompt_lengths = tf.cast(ids.row_lengths(), tf.int32)
@@ -210,6 +214,7 @@ def _decode(model, ids: tf.RaggedTensor, max_new_tokens: int, seed, *, strategy,
         new_ids, num_new = beam_search_ids(
             model, prompt_ids, prompt_lengths, max_new_tokens, num_beams,
             stop_token_ids=stop_token_ids, jit_compile=jit_compile,
+            suppressed_token_ids=suppressed_token_ids,
         )
     elif strategy == "sample":
         new_ids, num_new = generate_ids(
@@ -219,11 +224,13 @@ def _decode(model, ids: tf.RaggedTensor, max_new_tokens: int, seed, *, strategy,
             top_p=tf.fill([batch], float(top_p)),
             seeds=tf.constant(np.array([_row_seed(seed, b) for b in range(batch)], np.int64)),
             stop_token_ids=stop_token_ids, jit_compile=jit_compile,
+            suppressed_token_ids=suppressed_token_ids,
         )
     else:
         new_ids, num_new = generate_ids(
             model, prompt_ids, prompt_lengths, max_new_tokens,
             stop_token_ids=stop_token_ids, jit_compile=jit_compile,
+            suppressed_token_ids=suppressed_token_ids,
         )
     counts = num_new.numpy()
     rows = [list(map(int, row[:n])) for row, n in zip(new_ids.numpy(), counts, strict=True)]

@@ -71,7 +71,7 @@ def _is_stop(tokens: tf.Tensor, stop_ids: tf.Tensor) -> tf.Tensor:
     return tf.reduce_any(tf.equal(tokens[..., None], stop_ids), axis=-1)
 
 
-def _prefill(model, prompt_ids, prompt_lengths, prefill_length, total_length):
+def _prefill(model, prompt_ids, prompt_lengths, prefill_length, total_length, suppressed=None):
     """Create the cache and run the first ``prefill_length`` prompt tokens at index 0.
 
     ``prefill_length`` is a static int (required under XLA) or ``None`` for
@@ -88,20 +88,23 @@ def _prefill(model, prompt_ids, prompt_lengths, prefill_length, total_length):
         cache,
         tf.constant(0, tf.int32),
     )
-    return start, _next_logits(logits[:, -1, :]), cache
+    return start, _next_logits(logits[:, -1, :], suppressed), cache
 
 
-# Never generated: <pad> (0) and <bos> (2) are not text; a model sees BOS only as input.
+# Never generated: <pad> (0) and <bos> (2) are not text; a model sees BOS only as input. A
+# tokenizer with other special ids passes its own (``Tokenizer.suppressed_ids``; GPT-2: none).
 SUPPRESSED_TOKEN_IDS = (0, 2)
 
 
-def _next_logits(logits):
-    """Float32 next-token logits (B, V) with the suppressed ids set to -inf."""
+def _next_logits(logits, suppressed=None):
+    """Float32 next-token logits (B, V) with the suppressed ids (default
+    ``SUPPRESSED_TOKEN_IDS``) set to -inf."""
     logits = tf.cast(logits, tf.float32)
-    if not SUPPRESSED_TOKEN_IDS:
+    suppressed = SUPPRESSED_TOKEN_IDS if suppressed is None else tuple(suppressed)
+    if not suppressed:
         return logits
     vocab = tf.range(tf.shape(logits)[-1])
-    banned = tf.reduce_any(vocab[:, None] == tf.constant(SUPPRESSED_TOKEN_IDS)[None, :], axis=-1)
+    banned = tf.reduce_any(vocab[:, None] == tf.constant(suppressed)[None, :], axis=-1)
     return tf.where(banned[None, :], tf.constant(float("-inf")), logits)
 
 
@@ -148,10 +151,13 @@ def _sample_cached(
     max_new_tokens,
     prefill_length,
     sample,
+    suppressed=None,
 ):
     batch = _dim(prompt_ids, 0)
     total = _dim(prompt_ids, 1) + max_new_tokens
-    start, last, cache = _prefill(model, prompt_ids, prompt_lengths, prefill_length, total)
+    start, last, cache = _prefill(
+        model, prompt_ids, prompt_lengths, prefill_length, total, suppressed
+    )
     out = tf.zeros([batch, max_new_tokens], tf.int32)
     num_new = tf.zeros([batch], tf.int32)
     finished = row_max <= 0
@@ -165,7 +171,7 @@ def _sample_cached(
             i, choice, prompt_ids, prompt_lengths, row_max, stop_ids, out, num_new, finished
         )
         logits, cache = model.call_with_cache(tok[:, None], cache, i)
-        return i + 1, _next_logits(logits[:, -1, :]), cache, out, num_new, finished
+        return i + 1, _next_logits(logits[:, -1, :], suppressed), cache, out, num_new, finished
 
     loop = tf.while_loop(cond, body, (start, last, cache, out, num_new, finished))
     return loop[3], loop[4]
@@ -185,6 +191,7 @@ def _sample_uncached(
     max_new_tokens,
     prefill_length,
     sample,
+    suppressed=None,
 ):
     del prefill_length  # every step recomputes the whole buffer
     batch = _dim(prompt_ids, 0)
@@ -200,7 +207,7 @@ def _sample_uncached(
 
     def body(i, buffer, out, num_new, finished):
         logits = model(buffer, training=False)
-        last = _next_logits(tf.gather(logits, i - 1, axis=1))
+        last = _next_logits(tf.gather(logits, i - 1, axis=1), suppressed)
         choice = _choose(last, sample, temperature, top_k, top_p, seeds, i)
         tok, out, num_new, finished = _advance(
             i, choice, prompt_ids, prompt_lengths, row_max, stop_ids, out, num_new, finished
@@ -230,12 +237,15 @@ def _beam(
     num_beams,
     length_penalty,
     prefill_length,
+    suppressed=None,
 ):
     n_new, beams, alpha = max_new_tokens, num_beams, float(length_penalty)
     batch = _dim(prompt_ids, 0)
     prompt_len = _dim(prompt_ids, 1)
     total = prompt_len + n_new
-    start, last, cache = _prefill(model, prompt_ids, prompt_lengths, prefill_length, total)
+    start, last, cache = _prefill(
+        model, prompt_ids, prompt_lengths, prefill_length, total, suppressed
+    )
     # beams share the prompt: expand the prefilled cache to batch * beams rows
     cache = tf.nest.map_structure(lambda leaf: tf.repeat(leaf, beams, axis=0), cache)
     last = tf.repeat(last, beams, axis=0)
@@ -338,7 +348,7 @@ def _beam(
             best_len=best_len,
             done=done,
         )
-        return i + 1, _next_logits(logits[:, -1, :]), cache, new_state
+        return i + 1, _next_logits(logits[:, -1, :], suppressed), cache, new_state
 
     _, _, _, s = tf.while_loop(cond, body, (start, last, cache, state))
     # live beams that used the whole budget compete with the best finished hypothesis
@@ -465,6 +475,14 @@ def _per_row(value, batch, dtype, default):
     return tf.broadcast_to(value, [batch])
 
 
+def _add_suppressed(static: dict, suppressed_token_ids) -> None:
+    """Pass non-default suppressed ids to the loop (the default keeps the usual trace)."""
+    if suppressed_token_ids is not None:
+        suppressed = tuple(int(t) for t in suppressed_token_ids)
+        if suppressed != SUPPRESSED_TOKEN_IDS:
+            static["suppressed"] = suppressed
+
+
 def _stop_tensor(stop_token_ids):
     return tf.reshape(tf.cast(tf.convert_to_tensor(list(stop_token_ids), tf.int32), tf.int32), [-1])
 
@@ -487,6 +505,7 @@ def _sampling_decode(
     stop_token_ids,
     jit_compile,
     prefill_length,
+    suppressed_token_ids=None,
 ):
     prompt_ids, prompt_lengths, max_new_tokens, prefill_length = _prepare(
         model, prompt_ids, prompt_lengths, max_new_tokens, prefill_length
@@ -512,6 +531,7 @@ def _sampling_decode(
         else ("uncached_sample" if sample else "uncached_greedy")
     )
     static = {"max_new_tokens": max_new_tokens, "prefill_length": prefill_length}
+    _add_suppressed(static, suppressed_token_ids)
     return _run(model, kind, jit_compile, tensors, static)
 
 
@@ -529,6 +549,7 @@ def generate_ids(
     stop_token_ids=(),
     jit_compile: bool | None = None,
     prefill_length: int | None = None,
+    suppressed_token_ids=None,
 ):
     """Decode with the model's cache; returns ``(new_ids (B, max_new_tokens), num_new (B,))``.
 
@@ -542,6 +563,8 @@ def generate_ids(
         broadcast). ``temperature=None`` decodes greedily (a cheaper specialised loop); rows
         with ``temperature <= 0`` are greedy too. See ``zoo.generation.sampling``.
       stop_token_ids: ids that end a row; the stop token itself is not returned.
+      suppressed_token_ids: ids never chosen (default ``SUPPRESSED_TOKEN_IDS``, <pad> and
+        <bos>; pass the tokenizer's ``suppressed_ids``).
       jit_compile: XLA or not; ``None`` = XLA when a GPU is visible. Ignored when called inside
         an outer ``tf.function`` (the outer function decides).
       prefill_length: tokens fed in one call before the loop (static int in ``[1, min(P_b)]``).
@@ -568,6 +591,7 @@ def generate_ids(
         stop_token_ids,
         jit_compile,
         prefill_length,
+        suppressed_token_ids,
     )
 
 
@@ -585,6 +609,7 @@ def generate_ids_uncached(
     stop_token_ids=(),
     jit_compile: bool | None = None,
     prefill_length: int | None = None,
+    suppressed_token_ids=None,
 ):
     """Same contract as ``generate_ids`` but runs ``model(buffer)`` over the whole
     ``(B, P + max_new_tokens)`` buffer at every step (no cache): the slow reference."""
@@ -602,6 +627,7 @@ def generate_ids_uncached(
         stop_token_ids,
         jit_compile,
         prefill_length,
+        suppressed_token_ids,
     )
 
 
@@ -616,6 +642,7 @@ def beam_search_ids(
     stop_token_ids=(),
     jit_compile: bool | None = None,
     prefill_length: int | None = None,
+    suppressed_token_ids=None,
 ):
     """Beam search; returns the best hypothesis per row as ``(new_ids (B, N), num_new (B,))``.
 
@@ -643,4 +670,5 @@ def beam_search_ids(
         "length_penalty": float(length_penalty),
         "prefill_length": prefill_length,
     }
+    _add_suppressed(static, suppressed_token_ids)
     return _run(model, "beam", jit_compile, tensors, static)

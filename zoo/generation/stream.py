@@ -56,7 +56,7 @@ def stream(
         unknown = "".join(_unknown_characters(tokenizer, prompt))
         raise ZooError(f"prompt {prompt!r} contains characters the tokenizer does not know: {unknown!r}")
     if add_bos:
-        ids = [BOS_ID, *ids]
+        ids = [getattr(tokenizer, "bos_id", BOS_ID), *ids]
     if not ids:
         raise ZooError(f"empty prompt {prompt!r}: give at least one token (or use add_bos=True)")
     max_length = getattr(model, "max_length", None)
@@ -82,7 +82,7 @@ def stream(
     @tf.function(reduce_retracing=True)
     def step(token_ids, cache, index):
         logits, cache = model.call_with_cache(token_ids, cache, index)
-        return _next_logits(logits[:, -1, :]), cache
+        return _next_logits(logits[:, -1, :], getattr(tokenizer, "suppressed_ids", None)), cache
 
     cache = model.init_cache(1, len(ids) + max_new_tokens)
     last, cache = step(tf.constant([ids], tf.int32), cache, tf.constant(0, tf.int32))

@@ -1,6 +1,7 @@
 """Reusable Keras 3 layers of the zoo (attention, position encodings, Transformer and RNN blocks)."""
 
 from zoo.layers.attention import MultiHeadAttention
+from zoo.layers.decoder import TransformerDecoderBlock
 from zoo.layers.positional import (
     PositionalEncoding,
     PositionEmbedding,
@@ -17,6 +18,7 @@ __all__ = [
     "RNNStack",
     "TokenAndPositionEmbedding",
     "TransformerBlock",
+    "TransformerDecoderBlock",
     "gelu_erf",
     "gelu_tanh",
     "get_activation",

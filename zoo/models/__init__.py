@@ -1,7 +1,15 @@
 """Named zoo models and their registry."""
 
 # Importing the model modules registers them (registry and Keras serialization).
-from zoo.models import mlp_lm, recurrent_lm, transformer_lm  # noqa: F401
+from zoo.models import (  # noqa: F401
+    bert_mlm,
+    gpt2,
+    mlp_lm,
+    recurrent_lm,
+    text_classifier,
+    transformer_lm,
+    transformer_seq2seq,
+)
 from zoo.models.base import CausalLM
 from zoo.models.registry import ModelSpec, build_model, get_spec, list_models, make_config
 

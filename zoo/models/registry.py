@@ -34,7 +34,15 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 def _ensure_loaded() -> None:
     # Importing the model modules registers them.
-    from zoo.models import mlp_lm, recurrent_lm, transformer_lm  # noqa: F401
+    from zoo.models import (  # noqa: F401
+        bert_mlm,
+        gpt2,
+        mlp_lm,
+        recurrent_lm,
+        text_classifier,
+        transformer_lm,
+        transformer_seq2seq,
+    )
 
 
 def list_models() -> list[str]:

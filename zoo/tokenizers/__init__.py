@@ -23,6 +23,7 @@ from zoo.tokenizers.base import (
     UNK_ID,
     Tokenizer,
 )
+from zoo.tokenizers.byte_bpe import ByteBPETokenizer
 from zoo.tokenizers.char import CharTokenizer
 from zoo.tokenizers.sentencepiece import SentencePieceTokenizer
 from zoo.tokenizers.word import WordTokenizer
@@ -34,6 +35,8 @@ TOKENIZERS: dict[str, type[Tokenizer]] = {
     "wordpiece": WordPieceTokenizer,
     "sentencepiece": SentencePieceTokenizer,
 }
+# Read from their files, never trained here (zoo import gpt2): known to load_tokenizer only.
+IMPORTED_TOKENIZERS: dict[str, type[Tokenizer]] = {"byte_bpe": ByteBPETokenizer}
 
 __all__ = [
     "BOS_ID",
@@ -42,7 +45,9 @@ __all__ = [
     "PAD_ID",
     "SPECIAL_TOKENS",
     "TOKENIZERS",
+    "IMPORTED_TOKENIZERS",
     "UNK_ID",
+    "ByteBPETokenizer",
     "CharTokenizer",
     "SentencePieceTokenizer",
     "Tokenizer",
@@ -53,11 +58,11 @@ __all__ = [
 ]
 
 
-def _tokenizer_class(kind: str) -> type[Tokenizer]:
+def _tokenizer_class(kind: str, kinds: dict = TOKENIZERS) -> type[Tokenizer]:
     try:
-        return TOKENIZERS[kind]
+        return kinds[kind]
     except (KeyError, TypeError):
-        valid = ", ".join(sorted(TOKENIZERS))
+        valid = ", ".join(sorted(kinds))
         raise ZooError(f"unknown tokenizer kind {kind!r}; valid kinds: {valid}") from None
 
 
@@ -91,7 +96,7 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
     if "kind" not in saved:
         raise ZooError(f"corrupt tokenizer config {path}: no 'kind'")
     try:
-        cls = _tokenizer_class(saved["kind"])
+        cls = _tokenizer_class(saved["kind"], {**TOKENIZERS, **IMPORTED_TOKENIZERS})
     except ZooError as err:
         raise ZooError(f"{path}: {err}") from None
     try:

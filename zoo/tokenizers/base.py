@@ -72,6 +72,34 @@ class Tokenizer(tf.Module, abc.ABC):
     def train(cls, texts, vocab_size: int | None = None, **kwargs) -> Tokenizer:
         """Learn a vocabulary from an iterable of strings (lines or whole documents)."""
 
+    # Special ids: the reserved ids above, unless a tokenizer with another layout (an imported
+    # vocabulary such as GPT-2's) says otherwise. Generation, scoring and export read these.
+
+    @property
+    def pad_id(self) -> int | None:
+        """Id of padding (the zoo's ``<pad>``: 0)."""
+        return PAD_ID
+
+    @property
+    def unk_id(self) -> int | None:
+        """Id of out-of-vocabulary input (``<unk>``: 1)."""
+        return UNK_ID
+
+    @property
+    def bos_id(self) -> int | None:
+        """Id that starts a sequence of a line corpus (``<bos>``: 2)."""
+        return BOS_ID
+
+    @property
+    def eos_id(self) -> int | None:
+        """Id that ends a sequence of a line corpus (``<eos>``: 3)."""
+        return EOS_ID
+
+    @property
+    def suppressed_ids(self) -> tuple[int, ...]:
+        """Ids generation never produces: ``<pad>`` and ``<bos>`` (not text)."""
+        return (PAD_ID, BOS_ID)
+
     def save(self, directory: str) -> None:
         """Write ``tokenizer.json`` (kind + config) and the vocabulary files."""
         os.makedirs(directory, exist_ok=True)
