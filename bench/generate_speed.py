@@ -2,10 +2,11 @@
 the exported SavedModel (no XLA, as stock TF Serving runs it), side by side in one run.
 
     python bench/generate_speed.py --quick        # tiny transformer, < 1 minute on a 2-core CPU
-    python bench/generate_speed.py --preset small --lengths 16 32 48 --batches 1 8
+    python bench/generate_speed.py --preset small --lengths 16 32 48 --batches 1 32 --jit
 
 For each batch size and output length it prints decode tokens/s (new tokens over the wall time
-of the whole call, prompt included) and the time per new token, for
+of the whole call, prompt included) and the time per new token, then the time to first token
+(the prompt and one new token) per batch size, for
 
 * ``cached``: ``zoo.generation.generate_ids`` (one tf.while_loop on the KV cache),
 * ``uncached``: ``generate_ids_uncached`` (the same loop recomputing ``model(prefix)`` per token),
@@ -131,7 +132,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{'cached/uncached':>15}" + (f" | {'keras-hub tok/s':>15} {'ms/tok':>7} | "
                                              f"{'cached/keras-hub':>16}" if peer else ""))
         rng = np.random.default_rng(0)
+        first_token = []
         for batch in args.batches:
+            cached, _, served, hub = measure(model, generate, tokenizer.vocab_size, batch,
+                                             args.prompt_tokens, 1, args.jit, args.repeats, rng,
+                                             peer)
+            first_token.append((batch, cached, served, hub))
             for n in lengths:
                 cached, uncached, served, hub = measure(
                     model, generate, tokenizer.vocab_size, batch, args.prompt_tokens, n, args.jit,
@@ -145,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
                     line += (f" | {tokens / hub:>15.0f} {1e3 * hub / n:>7.2f} | "
                              f"{hub / cached:>15.2f}x")
                 print(line)
+        print("\ntime to first token (prompt + one new token), ms:")
+        for batch, cached, served, hub in first_token:
+            line = f"  batch {batch:>3}: cached {1e3 * cached:.1f}, SavedModel {1e3 * served:.1f}"
+            if hub is not None:
+                line += f", keras-hub {1e3 * hub:.1f} (keras-hub / cached {hub / cached:.2f}x)"
+            print(line)
     return 0
 
 
