@@ -20,6 +20,7 @@ NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog"
     r"|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+\.cc:\d+\]"
     r"|INFO: Created TensorFlow Lite XNNPACK delegate"
+    r"|normalizer\.cc\(\d+\) LOG\(INFO\)"
     r"|WARNING:tensorflow:\d+ out of the last \d+ calls to .* triggered tf.function retracing)"
 )
 

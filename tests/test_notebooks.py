@@ -19,6 +19,7 @@ EXPECTED = [
     "02_attention_and_transformers.ipynb",
     "03_sampling_strategies.ipynb",
     "04_export_serve_and_mobile.ipynb",
+    "05_masked_lm_translation_classification.ipynb",
 ]
 CELL_TIMEOUT_S = 600
 
