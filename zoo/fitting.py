@@ -56,6 +56,38 @@ def _identity(record: dict, keys: tuple[str, ...]) -> dict:
     return identity
 
 
+def context_config(model: str, preset: str, settings: TrainConfig, overrides: dict):
+    """The model config of an encoder whose context ``max_length`` follows ``--seq-len``, and
+    the sequence length to train with; a ``seq_len`` beyond the context raises ``ZooError``."""
+    from zoo.models import make_config
+
+    overrides = dict(overrides)
+    if settings.seq_len and "max_length" not in overrides:
+        overrides["max_length"] = settings.seq_len
+    model_config = make_config(model, preset, **overrides)
+    seq_len = settings.seq_len or model_config.max_length
+    if seq_len > model_config.max_length:
+        raise ZooError(f"seq_len {seq_len} is longer than the model's max_length="
+                       f"{model_config.max_length}")
+    return model_config, seq_len
+
+
+def run_record(task: str, settings: TrainConfig, model_config, seq_len: int) -> dict:
+    """The ``config.json`` record of a run of ``task`` (before its tokenizer is known)."""
+    import dataclasses
+
+    return {
+        "task": task,
+        "model": settings.model,
+        "preset": settings.preset,
+        "model_config": dataclasses.asdict(model_config),
+        "train": settings.to_dict(),
+        "tokenizer": settings.tokenizer,
+        "data": settings.data,
+        "seq_len": seq_len,
+    }
+
+
 def open_run(out: str, record: dict, worker, keys: tuple[str, ...] = RESUMABLE_KEYS):
     """Check ``out`` against the run ``record`` about to train there.
 

@@ -41,9 +41,17 @@ from zoo import distribute as zdist
 from zoo.data import labelled
 from zoo.data.masking import with_cls_sep
 from zoo.errors import ZooError
-from zoo.fitting import FitPlan, finish_run, fit_resumable, open_run, write_record
+from zoo.fitting import (
+    FitPlan,
+    context_config,
+    finish_run,
+    fit_resumable,
+    open_run,
+    run_record,
+    write_record,
+)
 from zoo.metrics import classification_scores
-from zoo.models import build_model, make_config
+from zoo.models import build_model
 from zoo.models.bert_mlm import ENCODER_FIELDS
 from zoo.run import CONFIG_FILE, MODEL_FILE, TOKENIZER_DIR, LoadedRun, read_json
 from zoo.tokenizers import load_tokenizer, train_tokenizer
@@ -107,23 +115,8 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
     train_texts, train_labels = labelled.load_labelled(data, "train")
     names = labelled.class_names(train_labels, data)
     overrides.update(num_classes=len(names), class_names=tuple(names))
-    if settings.seq_len and "max_length" not in overrides:
-        overrides["max_length"] = settings.seq_len
-    model_config = make_config(model, preset, **overrides)
-    seq_len = settings.seq_len or model_config.max_length
-    if seq_len > model_config.max_length:
-        raise ZooError(f"seq_len {seq_len} is longer than the model's max_length="
-                       f"{model_config.max_length}")
-    record = {
-        "task": "classification",
-        "model": model,
-        "preset": preset,
-        "model_config": dataclasses.asdict(model_config),
-        "train": settings.to_dict(),
-        "tokenizer": settings.tokenizer,
-        "data": data,
-        "seq_len": seq_len,
-    }
+    model_config, seq_len = context_config(model, preset, settings, overrides)
+    record = run_record("classification", settings, model_config, seq_len)
     record["model_config"]["class_names"] = list(names)
     previous, finished = open_run(out, record, worker)
     if finished is not None:

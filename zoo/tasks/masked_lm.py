@@ -47,9 +47,17 @@ from zoo import data as zdata
 from zoo import distribute as zdist
 from zoo.data import masking
 from zoo.errors import ZooError
-from zoo.fitting import FitPlan, finish_run, fit_resumable, open_run, write_record
+from zoo.fitting import (
+    FitPlan,
+    context_config,
+    finish_run,
+    fit_resumable,
+    open_run,
+    run_record,
+    write_record,
+)
 from zoo.metrics import MaskedAccuracy, Perplexity, TokenNLL, masked_lm_loss
-from zoo.models import build_model, make_config
+from zoo.models import build_model
 from zoo.models.bert_mlm import masked_mean
 from zoo.run import TOKENIZER_DIR, LoadedRun
 from zoo.tokenizers import load_tokenizer, train_tokenizer
@@ -88,24 +96,8 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
     settings = make_settings(model, data, preset, tokenizer, model_overrides, train_settings,
                              default_tokenizer="wordpiece")
     strategy, worker = zdist.make_strategy(settings.distribute)
-    overrides = dict(settings.model_overrides)
-    if settings.seq_len and "max_length" not in overrides:
-        overrides["max_length"] = settings.seq_len
-    model_config = make_config(model, preset, **overrides)
-    seq_len = settings.seq_len or model_config.max_length
-    if seq_len > model_config.max_length:
-        raise ZooError(f"seq_len {seq_len} is longer than the model's max_length="
-                       f"{model_config.max_length}")
-    record = {
-        "task": "masked_lm",
-        "model": model,
-        "preset": preset,
-        "model_config": dataclasses.asdict(model_config),
-        "train": settings.to_dict(),
-        "tokenizer": settings.tokenizer,
-        "data": data,
-        "seq_len": seq_len,
-    }
+    model_config, seq_len = context_config(model, preset, settings, settings.model_overrides)
+    record = run_record("masked_lm", settings, model_config, seq_len)
     previous, finished = open_run(out, record, worker)
     if finished is not None:
         return finished
