@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from zoo.layers.attention import MultiHeadAttention, _check_positive_int, _check_rate
-from zoo.layers.transformer import get_activation
+from zoo.layers.attention import MultiHeadAttention
+from zoo.layers.transformer import check_block_args, get_activation
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -56,16 +56,7 @@ class TransformerDecoderBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_positive_int("d_model", d_model)
-        _check_positive_int("num_heads", num_heads)
-        _check_positive_int("ffn_dim", ffn_dim)
-        _check_rate("rate", rate)
-        _check_rate("attention_dropout", attention_dropout)
-        if not isinstance(layer_norm_epsilon, (int, float)) or layer_norm_epsilon <= 0:
-            raise ValueError(
-                "layer_norm_epsilon must be a positive number. "
-                f"Received: layer_norm_epsilon={layer_norm_epsilon!r}"
-            )
+        check_block_args(d_model, num_heads, ffn_dim, rate, attention_dropout, layer_norm_epsilon)
         activation_fn = get_activation(activation)
         self.d_model = d_model
         self.num_heads = num_heads

@@ -8,6 +8,21 @@ from keras import ops
 from zoo.layers.attention import MultiHeadAttention, _check_positive_int, _check_rate
 
 
+def check_block_args(d_model, num_heads, ffn_dim, rate, attention_dropout,
+                     layer_norm_epsilon) -> None:
+    """Validate the sizes and rates shared by the encoder and decoder blocks (ValueError)."""
+    _check_positive_int("d_model", d_model)
+    _check_positive_int("num_heads", num_heads)
+    _check_positive_int("ffn_dim", ffn_dim)
+    _check_rate("rate", rate)
+    _check_rate("attention_dropout", attention_dropout)
+    if not isinstance(layer_norm_epsilon, (int, float)) or layer_norm_epsilon <= 0:
+        raise ValueError(
+            "layer_norm_epsilon must be a positive number. "
+            f"Received: layer_norm_epsilon={layer_norm_epsilon!r}"
+        )
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 def gelu_tanh(x):
     """GELU, tanh approximation (GPT-2): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
@@ -86,16 +101,7 @@ class TransformerBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_positive_int("d_model", d_model)
-        _check_positive_int("num_heads", num_heads)
-        _check_positive_int("ffn_dim", ffn_dim)
-        _check_rate("rate", rate)
-        _check_rate("attention_dropout", attention_dropout)
-        if not isinstance(layer_norm_epsilon, (int, float)) or layer_norm_epsilon <= 0:
-            raise ValueError(
-                "layer_norm_epsilon must be a positive number. "
-                f"Received: layer_norm_epsilon={layer_norm_epsilon!r}"
-            )
+        check_block_args(d_model, num_heads, ffn_dim, rate, attention_dropout, layer_norm_epsilon)
         activation_fn = get_activation(activation)
         self.d_model = d_model
         self.num_heads = num_heads
