@@ -13,7 +13,8 @@ import tensorflow as tf
 import zoo
 from zoo import data as zdata
 from zoo.cli import main
-from zoo.data.prepared import MANIFEST, _ShardedIds
+from zoo.data.prepared import MANIFEST
+from zoo.data.windows import StreamIds
 from zoo.errors import ZooError
 
 FAST = dict(max_steps=6, batch_size=4, seq_len=32, checkpoint_every=3, eval_batches=2)
@@ -65,7 +66,7 @@ def test_prepared_batches_are_the_in_memory_batches(prepared_dir, shakespeare_fi
             np.testing.assert_array_equal(gx, x)
             np.testing.assert_array_equal(gy, y)
     # windows over shard boundaries (5000, 10000, 15000) read across the two shards
-    sharded = _ShardedIds(data.shard_arrays("train"))
+    sharded = StreamIds(data.shard_arrays("train"))
     starts = np.array([4990, 9999, 14968, 0, 17960], np.int64)
     np.testing.assert_array_equal(sharded.windows(starts, 33), ids[starts[:, None] + np.arange(33)])
 

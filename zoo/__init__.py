@@ -14,10 +14,10 @@ import importlib
 
 __version__ = "0.1.0"
 
-# Register the zoo's Keras classes so `keras.saving.load_model` finds them after `import zoo`.
-from zoo import metrics as _metrics  # noqa: E402,F401
-from zoo import models as _models  # noqa: E402,F401
-
+# Nothing heavy is imported here: Keras fixes its backend on first import, and the command line
+# selects it (``zoo train --backend jax``) before anything imports Keras. ``import zoo.models``
+# (which ``zoo.build_model``, ``zoo.load`` and ``zoo.train`` do) registers the zoo's Keras classes
+# so that ``keras.saving.load_model`` finds them.
 _API = {
     "list_models": "zoo.models",
     "build_model": "zoo.models",

@@ -64,6 +64,7 @@ def _cmd_train(args) -> int:
             max_steps=args.max_steps,
             learning_rate=args.learning_rate,
             distribute=args.distribute,
+            backend=args.backend,
         ).items()
         if v is not None
     }
@@ -225,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="model.<field>=V or train.<field>=V (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--backend", default=None, metavar="NAME",
+                   help="Keras backend to train on: tensorflow (default) or jax; also read from "
+                        "KERAS_BACKEND")
     p.add_argument("--distribute", choices=["none", "mirrored", "multiworker", "tpu"],
                    help="none (default), mirrored (local GPUs), multiworker (TF_CONFIG cluster), "
                         "tpu; --batch-size is the global batch")
@@ -309,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = build_parser().parse_args(argv)
     try:
+        if args.func is _cmd_train:  # before anything imports Keras, which fixes its backend
+            from zoo.backends import select
+
+            args.backend = select(args.backend)
         return args.func(args)
     except ZooError as err:
         print(f"zoo: error: {err}", file=sys.stderr)

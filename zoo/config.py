@@ -40,6 +40,8 @@ class TrainConfig:
     mixed_precision: bool | None = None  # None: bfloat16 on a GPU, float32 on a CPU
     jit_compile: bool | None = None  # None: XLA on a GPU
     distribute: str = "none"  # none | mirrored | multiworker | tpu (see zoo.distribute)
+    backend: str | None = None  # tensorflow | jax; None: the Keras backend of the process
+    target_validation_loss: float | None = None  # stop at a checkpoint whose validation loss <= it
     model_overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -54,6 +56,10 @@ class TrainConfig:
             raise ZooError(
                 f"unknown tokenizer {self.tokenizer!r}; choose one of: {', '.join(DEFAULT_VOCAB_SIZES)}"
             )
+        if self.backend is not None:
+            from zoo.backends import check_name
+
+            check_name(self.backend)
         if self.distribute not in DISTRIBUTE_CHOICES:
             raise ZooError(
                 f"unknown distribute {self.distribute!r}; choose one of: {', '.join(DISTRIBUTE_CHOICES)}"

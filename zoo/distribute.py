@@ -51,8 +51,8 @@ import os
 import threading
 
 import numpy as np
-import tensorflow as tf
 
+from zoo.backends import lazy_tensorflow as tf
 from zoo.config import DISTRIBUTE_CHOICES
 from zoo.errors import ZooError
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from zoo import data as zdata
+from zoo.data import windows
 from zoo.errors import ZooError
 from zoo.metrics import masked_token_nll
-from zoo.tokenizers.base import BOS_ID, EOS_ID, NUM_SPECIAL, PAD_ID
+from zoo.special_tokens import BOS_ID, EOS_ID, NUM_SPECIAL, PAD_ID
 
 
 def _special_ids(tokenizer, corpus_kind: str):
@@ -34,42 +34,75 @@ def _special_ids(tokenizer, corpus_kind: str):
     return tuple(-1 if i is None else i for i in ids[1:])
 
 
-def _shift_ids(ids):
-    if isinstance(ids, tf.RaggedTensor):
-        return ids.with_flat_values(ids.flat_values + NUM_SPECIAL)
-    return np.asarray(ids, np.int32) + NUM_SPECIAL
+def _shifted(source):
+    """The window source with every id moved up by ``NUM_SPECIAL`` (see the module docstring)."""
+    if isinstance(source, windows.StreamIds):
+        return windows.StreamIds(np.concatenate(source.shards).astype(np.int32) + NUM_SPECIAL)
+    flat, splits = source
+    return flat + NUM_SPECIAL, splits
 
 
-def _nll_step(model, special=None):
+def _batch_nll(model, special=None):
+    """``(x, y) -> (sum of NLL, number of labels)`` of one batch, compiled for the backend
+    (a ``tf.function`` on TensorFlow, ``jax.jit`` over the model's stateless call on JAX)."""
+
     def unshift(ids):  # pipeline ids -> the tokenizer's (padding -> 0, masked anyway)
         bos, eos = special
-        return tf.where(ids >= NUM_SPECIAL, ids - NUM_SPECIAL,
-                        tf.where(ids == BOS_ID, bos, tf.where(ids == EOS_ID, eos, 0)))
+        return ops.where(ids >= NUM_SPECIAL, ids - NUM_SPECIAL,
+                         ops.where(ids == BOS_ID, bos, ops.where(ids == EOS_ID, eos, 0)))
 
-    @tf.function(reduce_retracing=True)
-    def step(x, y):
+    def totals(logits_of, x, y):
         mask = None
         if special is not None:
-            mask = tf.not_equal(y, PAD_ID)
+            mask = ops.not_equal(y, PAD_ID)
             x, y = unshift(x), unshift(y)
-        nll, mask = masked_token_nll(y, model(x, training=False), mask)
-        return tf.reduce_sum(nll), tf.reduce_sum(mask)
+        nll, mask = masked_token_nll(y, logits_of(x), mask)
+        return ops.sum(nll), ops.sum(mask)
 
-    return step
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        @jax.jit
+        def jax_step(trainable, non_trainable, x, y):
+            def logits_of(ids):
+                return model.stateless_call(trainable, non_trainable, ids, training=False)[0]
+
+            return totals(logits_of, x, y)
+
+        def step(x, y):
+            return jax_step([v.value for v in model.trainable_variables],
+                            [v.value for v in model.non_trainable_variables], x, y)
+
+        return step
+
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def tf_step(x, y):
+        return totals(lambda ids: model(ids, training=False), x, y)
+
+    return tf_step
 
 
 def evaluate_model(model, tokenizer, ids, corpus_kind: str, seq_len: int, batch_size: int,
-                   tokenizer_kind: str | None = None) -> dict:
-    """Corpus-level loss / perplexity of ``model`` on encoded ``ids`` (see ``zoo.data.encode``)."""
+                   tokenizer_kind: str | None = None, max_batches: int | None = None) -> dict:
+    """Corpus-level loss / perplexity of ``model`` on encoded ``ids`` (see ``zoo.data.encode``;
+    or a ``zoo.data.windows`` source), on any Keras backend; ``max_batches`` limits the windows."""
     special = _special_ids(tokenizer, corpus_kind)
+    source = windows.source_of(ids, corpus_kind)
     if special is not None:
-        ids = _shift_ids(ids)
-    step = _nll_step(model, special)
+        source = _shifted(source)
+    x, y = windows.evaluation_windows(source, seq_len, batch_size)
+    step = _batch_nll(model, special)
     total_nll, total_tokens = 0.0, 0.0
-    for x, y in zdata.evaluation_dataset(ids, corpus_kind, seq_len, batch_size):
-        nll, count = step(x, y)
-        total_nll += float(np.float64(nll.numpy()))
-        total_tokens += float(count.numpy())
+    num_batches = len(x) // batch_size if max_batches is None else min(max_batches, len(x) // batch_size)
+    for b in range(num_batches):
+        rows = slice(b * batch_size, (b + 1) * batch_size)
+        nll, count = step(x[rows], y[rows])
+        total_nll += float(np.float64(np.asarray(nll)))
+        total_tokens += float(np.asarray(count))
     loss = total_nll / max(total_tokens, 1.0)
     result = {
         "loss": loss,
@@ -101,9 +134,11 @@ def evaluate_run(run, data: str | None = None, split: str = "validation",
     if not source:
         raise ZooError(f"{run.path} records no corpus (an imported checkpoint): give the data "
                        "to evaluate on (--data)")
+    from zoo import data as zdata
+
     if zdata.is_prepared(source):  # already tokenized shards (zoo prepare)
         prepared = zdata.open_prepared(source)
-        ids, kind = prepared.ids(split), prepared.kind
+        ids, kind = prepared.window_source(split), prepared.kind
     else:
         corpus = zdata.load_corpus(source)
         ids, kind = zdata.encode(run.tokenizer, corpus, split), corpus.kind
@@ -133,6 +168,8 @@ def score_texts(model, tokenizer, texts, line_corpus: bool) -> list[tuple[float,
     split. Computed text by text, window by window, with a float64 log-softmax; the reference for
     the ``score`` signature of ``export.saved_model``.
     """
+    import tensorflow as tf
+
     if isinstance(texts, str):
         texts = [texts]
     window = getattr(model, "max_length", None)

@@ -9,6 +9,14 @@ uninterrupted run would have seen.
 Optimiser: AdamW (no decay on LayerNorm scales/offsets, biases and embeddings, as GPT-2 /
 nanoGPT / BERT), learning rate warm-up then cosine decay, global gradient-norm clipping.
 On a GPU: bfloat16 mixed precision and XLA by default.
+
+Two engines share the optimiser, the callbacks and the run directory:
+
+* TensorFlow (``KERAS_BACKEND=tensorflow``): ``tf.distribute`` strategies, ``tf.data`` input,
+  ``tf.train.Checkpoint`` (model + optimizer) in ``RUN/checkpoints``.
+* JAX (and any other Keras backend): one device, jit-compiled steps, NumPy batches (or ``tf.data``
+  where TensorFlow is installed), checkpoints ``RUN/checkpoints/ckpt-<step>.weights.h5`` (Keras
+  weights files holding model and optimizer variables). No TensorFlow is needed.
 """
 
 from __future__ import annotations
@@ -23,19 +31,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import keras
-import tensorflow as tf
 
-from zoo import distribute as zdist
+from zoo import backends
 from zoo.config import TrainConfig
 from zoo.errors import ZooError
 from zoo.run import (
     CHECKPOINT_DIR,
+    CHECKPOINT_PREFIX,
+    CHECKPOINT_SUFFIX,
     CONFIG_FILE,
     LOG_DIR,
     METRICS_FILE,
     MODEL_FILE,
     LoadedRun,
     load,
+    portable_checkpoints,
     read_json,
     write_json_atomic,
 )
@@ -44,8 +54,9 @@ log = logging.getLogger("zoo.train")
 
 
 RESUMABLE_KEYS = ("model", "preset", "model_config", "train", "tokenizer", "data", "prepared")
-# Settings that say where a run trains, not what it trains: a run may resume under another one.
-PLACEMENT_KEYS = ("distribute",)
+# Settings that say where or how long a run trains, not what it trains: a run may resume under
+# another one (a checkpoint written on another backend is then refused with a clear message).
+PLACEMENT_KEYS = ("distribute", "backend", "target_validation_loss")
 
 
 def _identity(record: dict, keys: tuple[str, ...]) -> dict:
@@ -139,14 +150,14 @@ class _no_scope:
 
 
 def gpu_available() -> bool:
-    """True when TensorFlow sees a GPU."""
-    return bool(tf.config.list_physical_devices("GPU"))
+    """True when the Keras backend's framework sees a GPU."""
+    return backends.gpu_available()
 
 
 class _CheckpointAtSegmentEnd(keras.callbacks.Callback):
     """Saves model + optimizer at the end of every segment, numbered by the global step."""
 
-    def __init__(self, manager: tf.train.CheckpointManager, step_of, discard: bool = False):
+    def __init__(self, manager, step_of, discard: bool = False):
         super().__init__()
         self.manager = manager
         self.step_of = step_of
@@ -158,16 +169,38 @@ class _CheckpointAtSegmentEnd(keras.callbacks.Callback):
             shutil.rmtree(self.manager.directory, ignore_errors=True)
 
 
-class _StopAtStep(keras.callbacks.Callback):
-    """Stops after the last step when it falls inside a segment."""
+class _StopAtTarget(keras.callbacks.Callback):
+    """Stops training once the validation metric ``monitor`` reaches ``target`` at a checkpoint
+    (``<=`` for ``mode="min"``, ``>=`` for ``"max"``)."""
 
-    def __init__(self, total_steps: int, step_of):
+    def __init__(self, monitor: str, target: float, mode: str = "min"):
+        super().__init__()
+        self.monitor, self.target, self.mode = monitor, float(target), mode
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        reached = value <= self.target if self.mode == "min" else value >= self.target
+        if reached:
+            log.warning("%s = %.4f reached the target %.4f: stopping", self.monitor, value,
+                        self.target)
+            self.model.stop_training = True
+
+
+class _StopAtStep(keras.callbacks.Callback):
+    """Stops after the last step when it falls inside a segment. Counts the batches itself (one
+    batch is one optimizer step): reading a variable after every step would make the JAX trainer
+    copy its whole state back into the model each time."""
+
+    def __init__(self, total_steps: int, start_step: int):
         super().__init__()
         self.total_steps = total_steps
-        self.step_of = step_of
+        self.step = start_step
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.step_of() >= self.total_steps:
+        self.step += 1
+        if self.step >= self.total_steps:
             self.model.stop_training = True
 
 
@@ -203,8 +236,8 @@ must be created there to be aggregated across replicas) and the mixed-precision 
     build_model: Callable[[], keras.Model]
     loss: object
     make_metrics: Callable[[], list]
-    make_train_ds: Callable[[int, int], tf.data.Dataset]
-    make_valid_ds: Callable[[], tf.data.Dataset]
+    make_train_ds: Callable[[int, int], object]  # tf.data.Dataset or an iterator of (x, y)
+    make_valid_ds: Callable[[], object]  # tf.data.Dataset or NumPy (x, y)
     total_steps: int
     monitor: str
     monitor_mode: str = "min"
@@ -249,21 +282,180 @@ class FitResult:
         return result
 
 
+def make_optimizer(settings: TrainConfig, total_steps: int,
+                   no_decay: tuple[str, ...] = ("bias", "gamma", "beta", "embeddings")):
+    """The zoo's optimiser: AdamW (decoupled weight decay, none on ``no_decay`` variables) with
+    ``learning_rate_schedule`` and global gradient-norm clipping."""
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=learning_rate_schedule(settings, total_steps),
+        weight_decay=settings.weight_decay,
+        beta_2=settings.beta_2,
+        global_clipnorm=settings.clipnorm,
+    )
+    optimizer.exclude_from_weight_decay(var_names=list(no_decay))
+    return optimizer
+
+
+def _common_callbacks(out: str, settings: TrainConfig, plan: FitPlan, start_step: int,
+                      total_steps: int, worker) -> list:
+    """Stop at the last step, TensorBoard (chief, where TensorFlow is installed), early
+    stopping and the target metric."""
+    callbacks: list[keras.callbacks.Callback] = [_StopAtStep(total_steps, start_step)]
+    if worker.is_chief and backends.tensorflow_installed():
+        callbacks.append(
+            keras.callbacks.TensorBoard(log_dir=os.path.join(out, LOG_DIR), update_freq="epoch")
+        )
+    if settings.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=plan.monitor,
+                mode=plan.monitor_mode,
+                patience=settings.early_stopping_patience,
+                restore_best_weights=True,
+            )
+        )
+    if settings.target_validation_loss is not None:
+        callbacks.append(_StopAtTarget(plan.monitor, settings.target_validation_loss,
+                                       plan.monitor_mode))
+    return callbacks
+
+
+def _policy_and_jit(settings: TrainConfig, local_replicas: int = 1) -> tuple[bool, bool]:
+    """Mixed precision and XLA/jit by default: bfloat16 on a GPU of compute capability >= 8.0;
+    on TensorFlow XLA on one GPU (several local replicas cannot share an XLA step), on JAX
+    always (every JAX step is compiled)."""
+    mixed = (settings.mixed_precision if settings.mixed_precision is not None
+             else backends.default_mixed_precision())
+    if settings.jit_compile is not None:
+        return bool(mixed), bool(settings.jit_compile)
+    if backends.current() == "jax":
+        return bool(mixed), True
+    return bool(mixed), gpu_available() and local_replicas == 1
+
+
 def fit_resumable(out: str, settings: TrainConfig, strategy, worker, plan: FitPlan,
                   verbose: int = 1) -> FitResult:
     """Build, compile and ``fit`` ``plan``'s model into run directory ``out``, resuming from the
     latest checkpoint in ``out/checkpoints``; writes ``out/model.keras`` (chief only).
 
     ``settings.batch_size`` is the global batch under every strategy; the learning rate is not
-    rescaled, so the same settings train the same model whatever the strategy.
+    rescaled, so the same settings train the same model whatever the strategy. Runs on the
+    Keras backend of the process, which must be ``settings.backend``.
     """
+    backends.ensure(settings.backend)
+    if settings.backend == "tensorflow":
+        return _fit_tensorflow(out, settings, strategy, worker, plan, verbose)
+    if strategy is not None:
+        raise ZooError(f"distribute={settings.distribute!r} needs --backend tensorflow "
+                       "(tf.distribute); on JAX the zoo trains on one device")
+    return _fit_portable(out, settings, worker, plan, verbose)
+
+
+# --------------------------------------------------------------------------------------------------
+# JAX (any backend but TensorFlow): Keras weights files as checkpoints
+# --------------------------------------------------------------------------------------------------
+
+def _has_tf_checkpoint(checkpoint_dir: str) -> bool:
+    return os.path.isfile(os.path.join(checkpoint_dir, "checkpoint"))
+
+
+class _KerasCheckpoints(keras.callbacks.Callback):
+    """Writes ``ckpt-<step>.weights.h5`` (model + optimizer variables) at the end of every
+    segment, atomically (written beside, then renamed), keeping the newest ``keep``."""
+
+    def __init__(self, directory: str, keep: int = 3):
+        super().__init__()
+        self.directory, self.keep = directory, keep
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.directory, exist_ok=True)
+        model = self.model  # on JAX, reading .model copies the trainer's state into the model
+        step = int(model.optimizer.iterations)
+        final = os.path.join(self.directory, f"{CHECKPOINT_PREFIX}{step}{CHECKPOINT_SUFFIX}")
+        tmp = os.path.join(self.directory, f".tmp-{CHECKPOINT_PREFIX}{step}{CHECKPOINT_SUFFIX}")
+        model.save_weights(tmp)
+        os.replace(tmp, final)
+        for _, old in portable_checkpoints(self.directory)[: -self.keep]:
+            os.remove(old)
+
+
+def _fit_portable(out: str, settings: TrainConfig, worker, plan: FitPlan, verbose: int) -> FitResult:
+    total_steps = plan.total_steps
+    segment = min(settings.checkpoint_every, total_steps)
+    mixed, jit = _policy_and_jit(settings)
+    checkpoint_dir = os.path.join(out, CHECKPOINT_DIR)
+    if _has_tf_checkpoint(checkpoint_dir) and not portable_checkpoints(checkpoint_dir):
+        raise ZooError(f"{out} holds TensorFlow checkpoints: resume it with --backend tensorflow")
+    previous_policy = keras.mixed_precision.global_policy()
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(settings.seed)
+        model = plan.build_model()
+        optimizer = make_optimizer(settings, total_steps, plan.no_decay)
+        optimizer.build(model.trainable_variables)
+        model.compile(optimizer=optimizer, loss=plan.loss, metrics=plan.make_metrics(),
+                      jit_compile=jit)
+        start_step = 0
+        saved = portable_checkpoints(checkpoint_dir)
+        if saved:
+            model.load_weights(saved[-1][1])
+            start_step = int(optimizer.iterations)
+            log.warning("resuming from checkpoint at step %d of %d (%s)", start_step, total_steps, out)
+
+        def step_of() -> int:
+            return int(optimizer.iterations)
+
+        callbacks = [_KerasCheckpoints(checkpoint_dir),
+                     *_common_callbacks(out, settings, plan, start_step, total_steps, worker)]
+        valid = plan.make_valid_ds()
+        validation = dict(validation_data=valid)
+        if isinstance(valid, tuple):  # NumPy (x, y): batched here
+            validation["validation_batch_size"] = settings.batch_size
+        started = time.time()
+        history = {}
+        if start_step < total_steps:
+            fit = model.fit(
+                plan.make_train_ds(start_step, total_steps - start_step),
+                epochs=math.ceil(total_steps / segment),
+                initial_epoch=start_step // segment,
+                steps_per_epoch=segment,
+                callbacks=callbacks,
+                shuffle=False,  # batches are already random, and a function of the step
+                verbose=verbose,
+                **validation,
+            )
+            history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+        train_seconds = time.time() - started
+        tmp_model = os.path.join(out, ".tmp-" + MODEL_FILE)
+        model.save(tmp_model)
+        os.replace(tmp_model, os.path.join(out, MODEL_FILE))
+        return FitResult(model=model, is_chief=True, start_step=start_step, steps=step_of(),
+                         history=history, train_seconds=train_seconds, mixed_precision=mixed,
+                         jit_compile=jit, replicas=1, workers=1)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+# --------------------------------------------------------------------------------------------------
+# TensorFlow: tf.distribute and tf.train checkpoints
+# --------------------------------------------------------------------------------------------------
+
+
+def _fit_tensorflow(out: str, settings: TrainConfig, strategy, worker, plan: FitPlan,
+                    verbose: int) -> FitResult:
+    import tensorflow as tf
+
+    from zoo import distribute as zdist
+
     total_steps = plan.total_steps
     segment = min(settings.checkpoint_every, total_steps)
     if strategy is not None:
         zdist.per_replica_batch(strategy, settings.batch_size)  # a clear error before any work
+    checkpoint_dir = os.path.join(out, CHECKPOINT_DIR)
+    if portable_checkpoints(checkpoint_dir) and not _has_tf_checkpoint(checkpoint_dir):
+        raise ZooError(f"{out} holds checkpoints written on JAX: resume it with --backend jax")
 
-    use_gpu = gpu_available()
-    mixed = settings.mixed_precision if settings.mixed_precision is not None else use_gpu
     # XLA compiles a step for one device: with several local replicas it cannot reach the others'
     # variables ("Trying to access resource ... located in device ..."), so it is off by default.
     local_replicas = len(getattr(strategy.extended, "worker_devices", ())) if strategy else 1
@@ -273,7 +465,7 @@ def fit_resumable(out: str, settings: TrainConfig, strategy, worker, plan: FitPl
             f"distribute={settings.distribute!r} (XLA compiles the step for one device); leave "
             "jit_compile unset"
         )
-    jit = settings.jit_compile if settings.jit_compile is not None else use_gpu and local_replicas == 1
+    mixed, jit = _policy_and_jit(settings, local_replicas)
     previous_policy = keras.mixed_precision.global_policy()
     if mixed:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -283,13 +475,7 @@ def fit_resumable(out: str, settings: TrainConfig, strategy, worker, plan: FitPl
         with strategy.scope() if strategy is not None else _no_scope():
             keras.utils.set_random_seed(settings.seed)
             model = plan.build_model()
-            optimizer = keras.optimizers.AdamW(
-                learning_rate=learning_rate_schedule(settings, total_steps),
-                weight_decay=settings.weight_decay,
-                beta_2=settings.beta_2,
-                global_clipnorm=settings.clipnorm,
-            )
-            optimizer.exclude_from_weight_decay(var_names=list(plan.no_decay))
+            optimizer = make_optimizer(settings, total_steps, plan.no_decay)
             optimizer.build(model.trainable_variables)
             replicas = strategy.num_replicas_in_sync if strategy is not None else 1
             model.compile(
@@ -307,7 +493,6 @@ def fit_resumable(out: str, settings: TrainConfig, strategy, worker, plan: FitPl
                 model._compile_config.config["loss_weights"] = None
 
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-        checkpoint_dir = os.path.join(out, CHECKPOINT_DIR)
         manager = tf.train.CheckpointManager(
             checkpoint,
             checkpoint_dir if scratch is None else os.path.join(scratch, CHECKPOINT_DIR),
@@ -334,25 +519,10 @@ def fit_resumable(out: str, settings: TrainConfig, strategy, worker, plan: FitPl
         def step_of() -> int:
             return int(optimizer.iterations.numpy())
 
-        callbacks: list[keras.callbacks.Callback] = [
-            _CheckpointAtSegmentEnd(manager, step_of, discard=scratch is not None),
-            _StopAtStep(total_steps, step_of),
-        ]
-        if worker.is_chief:
-            callbacks.append(
-                keras.callbacks.TensorBoard(log_dir=os.path.join(out, LOG_DIR), update_freq="epoch")
-            )
-        if settings.early_stopping_patience:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor=plan.monitor,
-                    mode=plan.monitor_mode,
-                    patience=settings.early_stopping_patience,
-                    restore_best_weights=True,
-                )
-            )
+        callbacks = [_CheckpointAtSegmentEnd(manager, step_of, discard=scratch is not None),
+                     *_common_callbacks(out, settings, plan, start_step, total_steps, worker)]
 
-        def make_train_ds() -> tf.data.Dataset:
+        def make_train_ds():
             return plan.make_train_ds(start_step, total_steps - start_step)
 
         validation_steps = None

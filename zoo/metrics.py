@@ -13,19 +13,22 @@ numbers of real tokens).
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
-from zoo.tokenizers.base import PAD_ID
+from zoo.special_tokens import PAD_ID
 
 
 def masked_token_nll(labels, logits, mask=None):
     """Per-token negative log-likelihood ``(B, T)`` and the float mask of real labels ``(B, T)``
-    (default: the labels that are not ``<pad>``; a vocabulary without a pad id passes its own)."""
-    labels = tf.cast(labels, tf.int32)
-    logits = tf.cast(logits, tf.float32)
-    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-    mask = tf.not_equal(labels, PAD_ID) if mask is None else mask
-    mask = tf.cast(mask, tf.float32)
+    (default: the labels that are not ``<pad>``; a vocabulary without a pad id passes its own).
+
+        nll_t = logsumexp(z_t) - z_t[y_t]          in float32, whatever the compute dtype
+    """
+    labels = ops.cast(labels, "int32")
+    logits = ops.cast(logits, "float32")
+    nll = ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    mask = ops.not_equal(labels, PAD_ID) if mask is None else mask
+    mask = ops.cast(mask, "float32")
     return nll * mask, mask
 
 
@@ -33,7 +36,7 @@ def masked_token_nll(labels, logits, mask=None):
 def masked_lm_loss(y_true, y_pred):
     """Mean cross-entropy (from logits) over the non-padding labels of the batch."""
     nll, mask = masked_token_nll(y_true, y_pred)
-    return tf.reduce_sum(nll) / tf.maximum(tf.reduce_sum(mask), 1.0)
+    return ops.sum(nll) / ops.maximum(ops.sum(mask), 1.0)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -47,11 +50,11 @@ class TokenNLL(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         nll, mask = masked_token_nll(y_true, y_pred)
-        self.total_nll.assign_add(tf.reduce_sum(nll))
-        self.total_tokens.assign_add(tf.reduce_sum(mask))
+        self.total_nll.assign_add(ops.sum(nll))
+        self.total_tokens.assign_add(ops.sum(mask))
 
     def result(self):
-        return self.total_nll / tf.maximum(self.total_tokens, 1.0)
+        return self.total_nll / ops.maximum(self.total_tokens, 1.0)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -62,7 +65,7 @@ class Perplexity(TokenNLL):
         super().__init__(name=name, **kwargs)
 
     def result(self):
-        return tf.exp(super().result())
+        return ops.exp(super().result())
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -76,14 +79,15 @@ class MaskedAccuracy(keras.metrics.Metric):
         self.total_tokens = self.add_variable(shape=(), initializer="zeros", name="total_tokens")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        labels = tf.cast(y_true, tf.int32)
-        mask = tf.cast(tf.not_equal(labels, PAD_ID), tf.float32)
-        hits = tf.cast(tf.equal(tf.argmax(y_pred, axis=-1, output_type=tf.int32), labels), tf.float32)
-        self.correct.assign_add(tf.reduce_sum(hits * mask))
-        self.total_tokens.assign_add(tf.reduce_sum(mask))
+        labels = ops.cast(y_true, "int32")
+        mask = ops.cast(ops.not_equal(labels, PAD_ID), "float32")
+        predicted = ops.cast(ops.argmax(y_pred, axis=-1), "int32")
+        hits = ops.cast(ops.equal(predicted, labels), "float32")
+        self.correct.assign_add(ops.sum(hits * mask))
+        self.total_tokens.assign_add(ops.sum(mask))
 
     def result(self):
-        return self.correct / tf.maximum(self.total_tokens, 1.0)
+        return self.correct / ops.maximum(self.total_tokens, 1.0)
 
 
 def classification_scores(labels, predictions, num_classes: int) -> dict:

@@ -2,7 +2,8 @@
 
     RUN/config.json      model name, sizes, training settings, tokenizer kind, data source
     RUN/tokenizer/       the tokenizer's files
-    RUN/checkpoints/     tf.train checkpoints (model + optimizer), for resuming
+    RUN/checkpoints/     checkpoints (model + optimizer), for resuming: tf.train checkpoints
+                         (TensorFlow) or ckpt-<step>.weights.h5 Keras weights files (JAX)
     RUN/logs/            TensorBoard logs
     RUN/model.keras      the final model
     RUN/metrics.json     history, final evaluation, timings
@@ -14,12 +15,15 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import keras
-import tensorflow as tf
 
 from zoo.errors import ZooError
-from zoo.tokenizers.base import EOS_ID, Tokenizer
+from zoo.special_tokens import EOS_ID
+
+if TYPE_CHECKING:
+    from zoo.tokenizers.base import Tokenizer
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
@@ -27,6 +31,22 @@ METRICS_FILE = "metrics.json"
 TOKENIZER_DIR = "tokenizer"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
+
+
+CHECKPOINT_PREFIX, CHECKPOINT_SUFFIX = "ckpt-", ".weights.h5"
+
+
+def portable_checkpoints(checkpoint_dir: str) -> list[tuple[int, str]]:
+    """``[(step, path), ...]`` of the Keras weights checkpoints (``ckpt-<step>.weights.h5``,
+    written by training on JAX) in ``checkpoint_dir``, oldest first."""
+    if not os.path.isdir(checkpoint_dir):
+        return []
+    found = []
+    for name in os.listdir(checkpoint_dir):
+        middle = name[len(CHECKPOINT_PREFIX) : -len(CHECKPOINT_SUFFIX)]
+        if name.startswith(CHECKPOINT_PREFIX) and name.endswith(CHECKPOINT_SUFFIX) and middle.isdigit():
+            found.append((int(middle), os.path.join(checkpoint_dir, name)))
+    return sorted(found)
 
 
 def write_json_atomic(path: str, data: dict) -> None:
@@ -54,7 +74,7 @@ class LoadedRun:
 
     path: str
     model: keras.Model
-    tokenizer: Tokenizer
+    tokenizer: Tokenizer | None  # None where TensorFlow is not installed
     config: dict
     # More tokenizers a task needs, by name (translation: "source"), from RUN/<name>_tokenizer/.
     extra_tokenizers: dict = field(default_factory=dict)
@@ -137,17 +157,21 @@ def load(run_dir: str, checkpoint: bool = False) -> LoadedRun:
     With ``checkpoint=True``, or when training has not finished yet, the latest checkpoint is
     loaded into a freshly built model instead.
     """
+    from zoo.backends import tensorflow_installed
     from zoo.models import build_model
-    from zoo.tokenizers import load_tokenizer
 
     if not os.path.isdir(run_dir):
         raise ZooError(f"run directory {run_dir!r} does not exist")
     config = read_json(os.path.join(run_dir, CONFIG_FILE))
-    tokenizer = load_tokenizer(os.path.join(run_dir, TOKENIZER_DIR))
-    extra_tokenizers = {
-        name: load_tokenizer(os.path.join(run_dir, f"{name}_{TOKENIZER_DIR}"))
-        for name in config.get("extra_tokenizers", ())
-    }
+    tokenizer, extra_tokenizers = None, {}
+    if tensorflow_installed():  # the tokenizers are TensorFlow modules; the model is not
+        from zoo.tokenizers import load_tokenizer
+
+        tokenizer = load_tokenizer(os.path.join(run_dir, TOKENIZER_DIR))
+        extra_tokenizers = {
+            name: load_tokenizer(os.path.join(run_dir, f"{name}_{TOKENIZER_DIR}"))
+            for name in config.get("extra_tokenizers", ())
+        }
     model_path = os.path.join(run_dir, MODEL_FILE)
     if os.path.exists(model_path) and not checkpoint:
         try:
@@ -155,12 +179,20 @@ def load(run_dir: str, checkpoint: bool = False) -> LoadedRun:
         except Exception as err:  # a damaged file: say which one
             raise ZooError(f"cannot load {model_path}: {err}") from err
     else:
-        latest = tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
-        if latest is None:
+        checkpoint_dir = os.path.join(run_dir, CHECKPOINT_DIR)
+        saved = portable_checkpoints(checkpoint_dir)
+        tf_checkpoint = os.path.isfile(os.path.join(checkpoint_dir, "checkpoint"))
+        if not saved and not tf_checkpoint:
             raise ZooError(f"{run_dir} has neither {MODEL_FILE} nor a checkpoint: train it first")
         model = build_model(
             config["model"], config["vocab_size"], config["preset"], **config["model_config"]
         )
-        tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+        if saved:  # written on JAX: a Keras weights file (its optimizer variables are skipped)
+            model.load_weights(saved[-1][1])
+        else:
+            import tensorflow as tf
+
+            latest = tf.train.latest_checkpoint(checkpoint_dir)
+            tf.train.Checkpoint(model=model).restore(latest).expect_partial()
     return LoadedRun(path=run_dir, model=model, tokenizer=tokenizer, config=config,
                      extra_tokenizers=extra_tokenizers)

@@ -22,22 +22,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import zlib
 
 import numpy as np
-import tensorflow as tf
 
+from zoo import backends
 from zoo import data as zdata
 from zoo import distribute as zdist
 from zoo.config import DEFAULT_VOCAB_SIZES, TrainConfig
 from zoo.data import prepared as zprepared
+from zoo.data import windows
 from zoo.errors import ZooError
 from zoo.evaluation import evaluate_model
 from zoo.fitting import FitPlan, finish_run, fit_resumable, gpu_available, open_run, write_record
 from zoo.metrics import Perplexity, TokenNLL, masked_lm_loss
 from zoo.models import build_model, get_spec, make_config
 from zoo.run import TOKENIZER_DIR, LoadedRun
-from zoo.tokenizers import load_tokenizer, train_tokenizer
 
 log = logging.getLogger("zoo.train")
 
@@ -46,9 +47,10 @@ __all__ = ["gpu_available", "make_settings", "train"]
 
 def _fingerprint(ids) -> int:
     """crc32 of a split's ids (and line lengths): the workers check they train on the same data."""
-    if isinstance(ids, tf.RaggedTensor):
-        crc = zlib.crc32(ids.flat_values.numpy().astype("<i4").tobytes())
-        return zlib.crc32(ids.row_lengths().numpy().astype("<i8").tobytes(), crc)
+    if hasattr(ids, "row_splits"):  # a tf.RaggedTensor of lines
+        flat, splits = windows.line_parts(ids)
+        crc = zlib.crc32(flat.astype("<i4").tobytes())
+        return zlib.crc32(np.diff(splits).astype("<i8").tobytes(), crc)
     return zlib.crc32(np.ascontiguousarray(ids, dtype="<i4").tobytes())
 
 
@@ -63,9 +65,11 @@ def _resolve_seq_len(train: TrainConfig, model_config) -> int:
 def make_settings(model: str, data: str, preset: str, tokenizer: str | None,
                   model_overrides: dict | None, train_settings: dict,
                   default_tokenizer: str = "char") -> TrainConfig:
-    """``TrainConfig`` from ``zoo.train``'s arguments; a bad setting raises ``ZooError``."""
+    """``TrainConfig`` from ``zoo.train``'s arguments; a bad setting raises ``ZooError``.
+
+    ``backend`` defaults to the Keras backend of the process, and must be it."""
     try:
-        return TrainConfig(
+        settings = TrainConfig(
             model=model,
             data=data,
             preset=preset,
@@ -75,6 +79,36 @@ def make_settings(model: str, data: str, preset: str, tokenizer: str | None,
         )
     except TypeError as err:
         raise ZooError(f"invalid training setting: {err}") from err
+    settings.backend = settings.backend or backends.current()
+    backends.ensure(settings.backend)
+    return settings
+
+
+def _copy_tree_atomic(source: str, target: str) -> None:
+    tmp = target + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    os.replace(tmp, target)
+
+
+def _run_tokenizer(settings: TrainConfig, tokenizer_dir: str, prepared, corpus, worker, previous):
+    """The run's tokenizer: reloaded when resuming, else the prepared data's or trained on the
+    corpus, and saved by the chief."""
+    from zoo.tokenizers import load_tokenizer, train_tokenizer
+
+    # A non-chief worker trusts the run's tokenizer only once config.json (written after it) exists.
+    if os.path.exists(os.path.join(tokenizer_dir, "tokenizer.json")) and (
+        worker.is_chief or previous is not None
+    ):
+        return load_tokenizer(tokenizer_dir)
+    if prepared is not None:
+        tok = prepared.tokenizer()
+    else:
+        vocab_size = settings.vocab_size or DEFAULT_VOCAB_SIZES[settings.tokenizer]
+        tok = train_tokenizer(settings.tokenizer, corpus.training_texts(), vocab_size=vocab_size)
+    if worker.is_chief:
+        tok.save(tokenizer_dir)
+    return tok
 
 
 def train(
@@ -153,26 +187,23 @@ def train(
 
     corpus = None if prepared is not None else zdata.load_corpus(data)
     tokenizer_dir = os.path.join(out, TOKENIZER_DIR)
-    # A non-chief worker trusts the run's tokenizer only once config.json (written after it) exists.
-    if os.path.exists(os.path.join(tokenizer_dir, "tokenizer.json")) and (
-        worker.is_chief or previous is not None
-    ):
-        tok = load_tokenizer(tokenizer_dir)
+    if prepared is not None and not backends.tensorflow_installed():
+        # Training on prepared ids needs no tokenizer object (a TensorFlow module): its files go
+        # into the run as they are, for generation and export where TensorFlow is.
+        tok, vocab_size, tokenizer_kind = None, prepared.vocab_size, prepared.tokenizer_kind
+        if worker.is_chief and not os.path.exists(os.path.join(tokenizer_dir, "tokenizer.json")):
+            _copy_tree_atomic(os.path.join(prepared.path, prepared.manifest["tokenizer"]["dir"]),
+                              tokenizer_dir)
     else:
-        if prepared is not None:
-            tok = prepared.tokenizer()
-        else:
-            vocab_size = settings.vocab_size or DEFAULT_VOCAB_SIZES[settings.tokenizer]
-            tok = train_tokenizer(settings.tokenizer, corpus.training_texts(), vocab_size=vocab_size)
-        if worker.is_chief:
-            tok.save(tokenizer_dir)
+        tok = _run_tokenizer(settings, tokenizer_dir, prepared, corpus, worker, previous)
+        vocab_size, tokenizer_kind = tok.vocab_size, tok.kind
     corpus_kind = prepared.kind if prepared is not None else corpus.kind
-    record.update(vocab_size=tok.vocab_size, corpus_kind=corpus_kind)
+    record.update(vocab_size=vocab_size, corpus_kind=corpus_kind)
     write_record(out, record, previous, worker)
 
     if prepared is not None:
         train_ids = None  # streamed from the shards (stream) or loaded when the dataset is made
-        valid_ids = prepared.ids("validation")
+        valid_ids = prepared.window_source("validation")
         data_fingerprint = int(prepared.digest[:15], 16)
     else:
         train_ids = zdata.encode(tok, corpus, "train")
@@ -187,20 +218,34 @@ def train(
         else:
             per_epoch = zdata.steps_per_epoch(train_ids, corpus_kind, seq_len, settings.batch_size)
         total_steps = epochs * per_epoch
+    on_tensorflow = settings.backend == "tensorflow"
 
-    def make_train_ds(start_step: int, num_steps: int) -> tf.data.Dataset:
+    def make_train_ds(start_step: int, num_steps: int):
         batches = dict(seq_len=seq_len, batch_size=settings.batch_size, seed=settings.seed,
                        start_step=start_step, num_steps=num_steps)
-        if prepared is not None:
-            return prepared.training_dataset(**batches)
-        return zdata.training_dataset(train_ids, corpus_kind, **batches)
+        if on_tensorflow:
+            if prepared is not None:
+                return prepared.training_dataset(**batches)
+            return zdata.training_dataset(train_ids, corpus_kind, **batches)
+        source = (prepared.window_source("train") if prepared is not None
+                  else windows.source_of(train_ids, corpus_kind))
+        sampler = windows.TrainingWindows(source, seq_len, settings.batch_size, settings.seed)
+        return sampler.iterate(start_step, num_steps)  # NumPy batches
 
-    def make_valid_ds() -> tf.data.Dataset:
-        valid = zdata.evaluation_dataset(valid_ids, corpus_kind, seq_len, settings.batch_size)
-        return valid.take(settings.eval_batches) if settings.eval_batches else valid
+    def make_valid_ds():
+        if on_tensorflow:
+            from zoo.data import pipelines
+
+            valid = pipelines.evaluation_dataset(valid_ids, corpus_kind, seq_len,
+                                                 settings.batch_size)
+            return valid.take(settings.eval_batches) if settings.eval_batches else valid
+        x, y = windows.evaluation_windows(windows.source_of(valid_ids, corpus_kind), seq_len,
+                                          settings.batch_size)
+        rows = settings.eval_batches * settings.batch_size if settings.eval_batches else len(x)
+        return x[:rows], y[:rows]
 
     plan = FitPlan(
-        build_model=lambda: build_model(model, tok.vocab_size, preset, **dataclasses.asdict(model_config)),
+        build_model=lambda: build_model(model, vocab_size, preset, **dataclasses.asdict(model_config)),
         loss=masked_lm_loss,
         make_metrics=lambda: [TokenNLL(), Perplexity()],
         make_train_ds=make_train_ds,
@@ -208,7 +253,7 @@ def train(
         total_steps=total_steps,
         monitor="val_token_nll",
         agree={
-            "the vocabulary size": tok.vocab_size,
+            "the vocabulary size": vocab_size,
             "the training data (checksum of its token ids)": data_fingerprint,
         },
     )
@@ -216,7 +261,7 @@ def train(
     metrics = {}
     if result.is_chief:
         final = evaluate_model(result.model, tok, valid_ids, corpus_kind, seq_len,
-                               settings.batch_size, tokenizer_kind=tok.kind)
+                               settings.batch_size, tokenizer_kind=tokenizer_kind)
         metrics = result.summary(settings, tokens_per_step=settings.batch_size * seq_len)
         metrics.update(total_steps=total_steps, validation=final)
     return finish_run(out, result, metrics, record, tok)

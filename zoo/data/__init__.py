@@ -1,19 +1,18 @@
-"""Datasets, corpora and ``tf.data`` pipelines.
+"""Datasets, corpora, training windows and ``tf.data`` pipelines.
 
 ``sources``: the dataset registry, mirror / cache / download of files, ``load_corpus``.
-``pipelines``: ``encode`` a corpus split with a tokenizer, then training and evaluation datasets.
+``windows``: a causal LM's training and evaluation windows in NumPy (every backend).
+``pipelines``: ``encode`` a corpus split with a tokenizer, then ``tf.data`` datasets.
+``prepared``: token ids tokenized once into shards (``zoo prepare``).
+
+Names are imported on first use, so that ``zoo.data.windows`` and ``zoo.data.prepared`` (reading
+prepared shards) work without TensorFlow.
 """
 
-from zoo.data.pipelines import (
-    count_eval_tokens,
-    encode,
-    encode_lines,
-    encode_text,
-    evaluation_dataset,
-    steps_per_epoch,
-    training_dataset,
-)
-from zoo.data.prepared import PreparedData, is_prepared, open_prepared, prepare
+from __future__ import annotations
+
+import importlib
+
 from zoo.data.sources import (
     DATASETS,
     Corpus,
@@ -31,28 +30,36 @@ from zoo.data.sources import (
     translation_pairs,
 )
 
+_LAZY = {
+    **dict.fromkeys(
+        ("count_eval_tokens", "encode", "encode_lines", "encode_text", "evaluation_dataset",
+         "steps_per_epoch", "training_dataset"),
+        "zoo.data.pipelines",
+    ),
+    **dict.fromkeys(("PreparedData", "is_prepared", "open_prepared", "prepare"), "zoo.data.prepared"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'zoo.data' has no attribute {name!r}")
+
+
 __all__ = [
     "DATASETS",
     "Corpus",
     "DataFile",
     "DatasetSpec",
     "cache_dir",
-    "count_eval_tokens",
     "dataset_lines",
     "dataset_path",
-    "encode",
-    "encode_lines",
-    "encode_text",
-    "evaluation_dataset",
     "get_dataset",
     "labelled_texts",
     "list_datasets",
     "load_corpus",
     "split_stream",
-    "steps_per_epoch",
     "stream_text",
-    "training_dataset",
     "translation_pairs",
+    *_LAZY,
 ]
-
-__all__ += ["PreparedData", "is_prepared", "open_prepared", "prepare"]

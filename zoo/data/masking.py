@@ -9,7 +9,7 @@ larger than the tokenizer's). ``MaskedTextTokenizer`` wraps a tokenizer so that 
 Sequences. The sentences (lines) of a split are packed greedily, in order, into rows of
 ``seq_len`` ids: ``[CLS] s_1 [SEP] s_2 [SEP] ... [SEP] <pad>...``; a sentence longer than
 ``seq_len - 2`` tokens is cut. Segment ids (BERT's A/B) follow from the ids: 0 up to and including
-the first ``[SEP]``, 1 after it (``segment_ids``).
+the first ``[SEP]``, 1 after it (``zoo.models.bert_mlm.segment_ids``).
 
 Dynamic masking (BERT): every batch draws a fresh mask. Of the tokens that are neither special
 (ids < 4) nor ``[MASK]``, each is selected with probability ``rate`` (15%); a selected token is
@@ -28,12 +28,10 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.errors import ZooError
+from zoo.special_tokens import CLS_ID, NUM_SPECIAL, PAD_ID, SEP_ID
 from zoo.tokenizers._util import as_string_batch
-from zoo.tokenizers.base import BOS_ID, EOS_ID, NUM_SPECIAL, PAD_ID
 
 MASK_TOKEN = "[MASK]"
-CLS_ID = BOS_ID
-SEP_ID = EOS_ID
 MASK_RATE = 0.15
 MASK_REPLACE = 0.8  # of the selected: -> [MASK]
 RANDOM_REPLACE = 0.1  # of the selected: -> a random token (the rest are kept)
@@ -126,15 +124,6 @@ def _ragged_rows(ids) -> tf.RaggedTensor:
     if ids.ragged_rank > 1:
         ids = ids.merge_dims(1, -1)
     return tf.cast(ids, tf.int32)
-
-
-def segment_ids(token_ids):
-    """BERT segment ids from the ids: 0 up to and including the first ``[SEP]``, then 1.
-
-        seg_t = min(#[SEP] among ids_<t, 1)
-    """
-    sep = tf.cast(tf.equal(token_ids, SEP_ID), tf.int32)
-    return tf.minimum(tf.cumsum(sep, axis=1, exclusive=True), 1)
 
 
 def with_cls_sep(ids: tf.RaggedTensor, max_length: int) -> tf.Tensor:

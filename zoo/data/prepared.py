@@ -45,9 +45,8 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
 
-from zoo.data import pipelines
+from zoo.data import windows
 from zoo.data.sources import LINES, STREAM, load_corpus
 from zoo.errors import ZooError
 
@@ -59,7 +58,6 @@ DEFAULT_SHARD_TOKENS = 1 << 22  # 4,194,304 ids, 16 MiB a shard
 RECORD_HEADER = 12  # TFRecord framing: uint64 length + uint32 masked CRC of the length
 RECORD_FOOTER = 4  # uint32 masked CRC of the data
 DTYPE = np.dtype("<i4")
-STEPS_PER_CALL = 8  # training batches gathered per numpy call
 
 
 # --------------------------------------------------------------------------------------------------
@@ -100,6 +98,8 @@ class _ShardWriter:
         data = np.concatenate(self.pending) if self.pending else np.zeros([0], DTYPE)
         name = f"{self.split}-{len(self.shards):05d}.tfrecord"  # renamed with -of-N in finish()
         path = os.path.join(self.directory, name)
+        import tensorflow as tf
+
         with tf.io.TFRecordWriter(path) as writer:
             writer.write(data.tobytes())
         self.shards.append({"file": name, "tokens": int(data.size)})
@@ -118,6 +118,8 @@ class _ShardWriter:
 
 
 def _write_array(directory: str, name: str, array: np.ndarray) -> dict:
+    import tensorflow as tf
+
     path = os.path.join(directory, name)
     with tf.io.TFRecordWriter(path) as writer:
         writer.write(np.ascontiguousarray(array, dtype=DTYPE).tobytes())
@@ -128,6 +130,8 @@ def _stream_pieces(tokenizer, text: str):
     """The split's ids, piece by piece: pieces of about ``CALL_CHARS`` characters cut at the
     chunk boundaries ``encode`` uses, so the concatenation equals ``zoo.data.encode``."""
     start, size, last = 0, 0, 0
+    from zoo.data import pipelines
+
     for begin, end in pipelines.chunk_bounds(text, pipelines.CHUNK_CHARS):
         size += end - begin
         last = end
@@ -162,6 +166,8 @@ def prepare(
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise ZooError(f"{out} already exists and is not an empty directory; choose another --out")
     started = time.time()
+    from zoo.data import pipelines
+
     corpus = load_corpus(source)
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
@@ -352,7 +358,24 @@ class PreparedData:
         )
         if int(lengths.sum()) != flat.size:
             raise ZooError(f"{self.path}: the {split} line lengths do not add up to its ids")
+        import tensorflow as tf
+
         return tf.RaggedTensor.from_row_lengths(flat, lengths, validate=False)
+
+    def window_source(self, split: str):
+        """The split as a ``zoo.data.windows`` source, without TensorFlow: the memory-mapped
+        shards (stream) or ``(flat, splits)`` in memory (lines)."""
+        if self.kind == STREAM:
+            return windows.StreamIds(self.shard_arrays(split))
+        shards = self.shard_arrays(split)
+        flat = np.concatenate(shards).astype(np.int32) if shards else np.zeros([0], np.int32)
+        entry = self._split(split)["lines"]
+        lengths = np.array(
+            _map_record(os.path.join(self.path, entry["file"]), int(entry["count"])), np.int64
+        )
+        if int(lengths.sum()) != flat.size:
+            raise ZooError(f"{self.path}: the {split} line lengths do not add up to its ids")
+        return flat, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
     def steps_per_epoch(self, seq_len: int, batch_size: int) -> int:
         """As ``zoo.data.steps_per_epoch`` on the train split, from the manifest's counts."""
@@ -369,10 +392,12 @@ class PreparedData:
         start_step: int = 0,
         num_steps: int | None = None,
         split: str = "train",
-    ) -> tf.data.Dataset:
+    ):
         """The batches ``zoo.data.training_dataset`` gives on this split's ids, batch ``s`` a pure
         function of ``(seed, s)``; a stream's windows are read from the memory-mapped shards."""
         if self.kind != STREAM:
+            from zoo.data import pipelines
+
             return pipelines.training_dataset(
                 self.ids(split), self.kind, seq_len, batch_size, seed, start_step, num_steps
             )
@@ -408,42 +433,6 @@ def open_prepared(source: str, verify: bool = True) -> PreparedData:
 # --------------------------------------------------------------------------------------------------
 
 
-class _ShardedIds:
-    """Random access to ids spread over memory-mapped shards, by global position."""
-
-    def __init__(self, shards: list[np.ndarray]):
-        self.shards = [s for s in shards if s.size]
-        self.sizes = np.array([s.size for s in self.shards], np.int64)
-        self.bounds = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
-        self.size = int(self.bounds[-1])
-
-    def gather(self, positions: np.ndarray) -> np.ndarray:
-        """``ids[positions]`` (positions already inside ``[0, size)``)."""
-        out = np.empty(positions.shape, np.int32)
-        shard = np.searchsorted(self.bounds, positions, side="right") - 1
-        for k in np.unique(shard):
-            where = shard == k
-            out[where] = self.shards[k][positions[where] - self.bounds[k]]
-        return out
-
-    def windows(self, starts: np.ndarray, length: int) -> np.ndarray:
-        """``ids[s : s + length]`` for each start ``s`` (``(len(starts), length)`` int32)."""
-        span = np.arange(length, dtype=np.int64)
-        if len(self.shards) == 1:
-            return np.asarray(self.shards[0][starts[:, None] + span], np.int32)
-        shard = np.searchsorted(self.bounds, starts, side="right") - 1
-        local = starts - self.bounds[shard]
-        inside = local + length <= self.sizes[shard]
-        out = np.empty((starts.size, length), np.int32)
-        for k in np.unique(shard[inside]):  # windows within one shard: one fancy index per shard
-            rows = np.flatnonzero(inside & (shard == k))
-            out[rows] = self.shards[k][local[rows, None] + span]
-        across = np.flatnonzero(~inside)  # windows over a shard boundary (rare)
-        if across.size:
-            out[across] = self.gather(starts[across, None] + span)
-        return out
-
-
 def sharded_stream_dataset(
     shards: list[np.ndarray],
     seq_len: int,
@@ -451,52 +440,13 @@ def sharded_stream_dataset(
     seed: int,
     start_step: int = 0,
     num_steps: int | None = None,
-) -> tf.data.Dataset:
-    """Training batches ``(x, y)`` of a stream held in (memory-mapped) shards.
+):
+    """Training batches ``(x, y)`` (a ``tf.data.Dataset``) of a stream held in memory-mapped shards:
+    the batches ``zoo.data.training_dataset`` gives on the concatenated ids (the same
+    ``zoo.data.windows`` draws), gathered from the shards."""
+    from zoo.data.pipelines import windows_dataset
 
-    Window offsets are drawn exactly as ``zoo.data.training_dataset`` draws them (stateless
-    philox uniform in ``[0, n - seq_len)`` seeded with ``(seed, step)``), so batch ``s`` is the same
-    as training on the concatenated ids; the windows are gathered from the shards in numpy.
-    """
-    seq_len, batch_size = int(seq_len), int(batch_size)
-    if seq_len < 1 or batch_size < 1:
-        raise ZooError(f"seq_len and batch_size must be positive (got {seq_len}, {batch_size})")
     if start_step < 0 or (num_steps is not None and num_steps < 0):
         raise ZooError(f"start_step and num_steps must be >= 0 (got {start_step}, {num_steps})")
-    ids = _ShardedIds(shards)
-    if ids.size < seq_len + 1:
-        raise ZooError(
-            f"the split has {ids.size} tokens, too few for one training window of seq_len {seq_len} "
-            f"(needs {seq_len + 1}); use a smaller seq_len or more text"
-        )
-    high = ids.size - seq_len
-    seed_t = tf.constant(int(seed), tf.int64)
-
-    def windows(starts: np.ndarray) -> np.ndarray:  # (steps, batch) -> (steps, batch, seq_len + 1)
-        return ids.windows(starts.reshape(-1), seq_len + 1).reshape(*starts.shape, seq_len + 1)
-
-    def offsets(step):
-        return tf.random.stateless_uniform(
-            [batch_size],
-            seed=tf.stack([seed_t, step]),
-            minval=0,
-            maxval=high,
-            dtype=tf.int64,
-            alg="philox",
-        )
-
-    def make_batches(steps):
-        # Several steps per numpy call: the call's fixed cost is paid once for STEPS_PER_CALL.
-        starts = tf.map_fn(offsets, steps, fn_output_signature=tf.TensorSpec([batch_size], tf.int64))
-        seq = tf.numpy_function(windows, [starts], tf.int32, stateful=False)
-        seq = tf.ensure_shape(seq, [None, batch_size, seq_len + 1])
-        return seq[:, :, :-1], seq[:, :, 1:]
-
-    if num_steps is None:
-        steps = tf.data.Dataset.counter(start=int(start_step), dtype=tf.int64)
-    else:
-        steps = tf.data.Dataset.range(int(start_step), int(start_step) + int(num_steps))
-    batches = steps.batch(STEPS_PER_CALL).map(
-        make_batches, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
-    return batches.unbatch().prefetch(tf.data.AUTOTUNE)
+    sampler = windows.TrainingWindows(windows.StreamIds(shards), seq_len, batch_size, seed)
+    return windows_dataset(sampler, start_step, num_steps)

@@ -38,7 +38,9 @@ class MultiHeadAttention(keras.layers.Layer):
     of the ``query_dense``, ``key_dense``, ``value_dense`` and ``output_dense`` sublayers
     (``Dense(d_model)``; the ``W_i`` are their column blocks of width ``d_k``). Dropout with rate
     ``dropout`` is applied to the attention weights during training. Logits and softmax are
-    computed in float32 whatever the compute dtype.
+    computed in float32 whatever the compute dtype. On the JAX backend, calls that need neither
+    dropout nor the weights go through ``keras.ops.dot_product_attention`` (cuDNN flash
+    attention on a GPU).
 
     Incremental decoding uses a fixed-shape cache ``(batch, 2, max_length, num_heads, head_dim)``
     (keys at ``[:, 0]``, values at ``[:, 1]``): see ``call`` and ``init_cache``. The cache is
@@ -221,6 +223,27 @@ class MultiHeadAttention(keras.layers.Layer):
             mask = ops.expand_dims(mask, 0)
         return ops.expand_dims(mask, 1)  # (B|1, 1, T_q|1, T_k)
 
+    def _fused_kernel_applies(self, training, return_attention_scores: bool) -> bool:
+        """Whether ``keras.ops.dot_product_attention`` computes this call.
+
+        On JAX it is ``jax.nn.dot_product_attention``: cuDNN's flash attention on a GPU (bf16 or
+        fp16, compute capability >= 8.0), XLA's fused softmax elsewhere; both keep the logits
+        and the softmax in float32. It has no dropout on the weights and returns no weights, so
+        the explicit path runs when either is needed. On TensorFlow Keras's op is the same
+        einsum/softmax as the explicit path (in the compute dtype), so the explicit path stays.
+        """
+        if keras.backend.backend() != "jax" or return_attention_scores:
+            return False
+        return not (training and self.dropout > 0.0)
+
+    @staticmethod
+    def _with_causal(mask, q_len, k_len, offset, key_positions):
+        """``mask`` and-ed with the causal mask of queries at absolute ``offset + i``."""
+        query_positions = ops.arange(q_len, dtype="int32") + offset  # (T_q,)
+        causal = ops.expand_dims(query_positions, 1) >= ops.expand_dims(key_positions, 0)
+        causal = ops.reshape(causal, (1, 1, q_len, k_len))  # (1, 1, T_q, T_k)
+        return causal if mask is None else ops.logical_and(mask, causal)
+
     # ----------------------------------------------------------------------------------------
     # Forward
     # ----------------------------------------------------------------------------------------
@@ -297,11 +320,20 @@ class MultiHeadAttention(keras.layers.Layer):
         if key_limit is not None:
             written = ops.reshape(key_positions < key_limit, (1, 1, 1, -1))  # (1, 1, 1, T_k)
             mask = written if mask is None else ops.logical_and(mask, written)
+        if self._fused_kernel_applies(training, return_attention_scores):
+            # Without a cache queries and keys are the same positions: the kernel's own causal
+            # mask (which a flash kernel never materialises) is the zoo's.
+            kernel_causal = use_causal_mask and cache is None
+            if use_causal_mask and not kernel_causal:
+                mask = self._with_causal(mask, q_len, k_len, offset, key_positions)
+            heads = ops.dot_product_attention(
+                q, k, v, mask=mask, scale=1.0 / math.sqrt(self.head_dim), is_causal=kernel_causal
+            )  # (B, T_q, H, D)
+            shape = ops.shape(heads)
+            output = self.output_dense(ops.reshape(heads, (shape[0], shape[1], self.d_model)))
+            return output if cache is None else (output, new_cache)
         if use_causal_mask:
-            query_positions = ops.arange(q_len, dtype="int32") + offset  # (T_q,)
-            causal = ops.expand_dims(query_positions, 1) >= ops.expand_dims(key_positions, 0)
-            causal = ops.reshape(causal, (1, 1, q_len, k_len))  # (1, 1, T_q, T_k)
-            mask = causal if mask is None else ops.logical_and(mask, causal)
+            mask = self._with_causal(mask, q_len, k_len, offset, key_positions)
 
         q = q * ops.cast(1.0 / math.sqrt(self.head_dim), q.dtype)
         scores = ops.einsum("bqhd,bkhd->bhqk", q, k)  # (B, H, T_q, T_k)

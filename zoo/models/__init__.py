@@ -1,6 +1,8 @@
 """Named zoo models and their registry."""
 
-# Importing the model modules registers them (registry and Keras serialization).
+# Importing the model modules registers them (registry and Keras serialization), and the losses
+# and metrics their saved compile settings name.
+from zoo import metrics as _metrics  # noqa: F401
 from zoo.models import (  # noqa: F401
     bert_mlm,
     gpt2,

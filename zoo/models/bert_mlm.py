@@ -5,7 +5,7 @@
     h   = LN_f(h_N)                                      pre-norm stacks only (norm_first=True)
     logits = LN(GELU(h W_t + b_t)) · E^T + b_out         MLM head, output tied to E
 
-Segment ids follow from the ids (``zoo.data.masking.segment_ids``: 0 up to the first ``[SEP]``,
+Segment ids follow from the ids (``segment_ids``: 0 up to the first ``[SEP]``,
 1 after it); padding (id 0) is masked out of every attention. ``encode(ids)`` gives the final
 hidden states ``(B, T, d)``: what ``embed`` pools and what ``text_classifier`` fine-tunes.
 """
@@ -15,12 +15,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import keras
-import tensorflow as tf
+from keras import ops
 
-from zoo.data.masking import segment_ids
 from zoo.layers import TokenAndPositionEmbedding, TransformerBlock, gelu_erf
 from zoo.models.registry import ModelSpec, register
-from zoo.tokenizers.base import PAD_ID
+from zoo.special_tokens import PAD_ID, SEP_ID
 
 
 @dataclass(frozen=True)
@@ -120,8 +119,8 @@ class BertEncoder(keras.layers.Layer):
             self.final_norm.build(hidden)
 
     def call(self, token_ids, training=None):
-        token_ids = tf.cast(token_ids, tf.int32)
-        padding = tf.not_equal(token_ids, PAD_ID)  # (B, T) True = real key
+        token_ids = ops.cast(token_ids, "int32")
+        padding = ops.not_equal(token_ids, PAD_ID)  # (B, T) True = real key
         h = self.embedding(token_ids) + self.segment_embedding(segment_ids(token_ids))
         h = self.embedding_dropout(self.embedding_norm(h), training=training)  # (B, T, d)
         for block in self.blocks:
@@ -144,10 +143,20 @@ class BertEncoder(keras.layers.Layer):
         return config
 
 
+def segment_ids(token_ids):
+    """BERT segment ids from the ids: 0 up to and including the first ``[SEP]``, then 1.
+
+        seg_t = min(#[SEP] among ids_<t, 1)
+    """
+    sep = ops.cast(ops.equal(token_ids, SEP_ID), "int32")  # (B, T)
+    before = ops.cumsum(sep, axis=1) - sep  # exclusive cumulative sum: [SEP]s strictly before t
+    return ops.minimum(before, 1)
+
+
 def masked_mean(hidden, token_ids):
     """Mean of ``hidden`` (B, T, d) over the non-padding positions of ``token_ids`` -> (B, d)."""
-    mask = tf.cast(tf.not_equal(token_ids, PAD_ID), hidden.dtype)[:, :, None]
-    return tf.reduce_sum(hidden * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+    mask = ops.cast(ops.not_equal(token_ids, PAD_ID), hidden.dtype)[:, :, None]  # (B, T, 1)
+    return ops.sum(hidden * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -175,7 +184,7 @@ class BertMLM(keras.Model):
                                                          dtype=self.dtype_policy)
         self.output_bias = self.add_weight(name="output_bias", shape=(self.vocab_size,),
                                            initializer="zeros")
-        self(tf.zeros((1, 3), tf.int32))  # create the weights now
+        self(ops.zeros((1, 3), "int32"))  # create the weights now
 
     def encode(self, token_ids, training=None):
         """Final hidden states (B, T, d_model)."""
@@ -185,7 +194,7 @@ class BertMLM(keras.Model):
         """MLM head: hidden (..., d) -> float32 logits (..., vocab_size)."""
         t = self.head_norm(self.head_dense(hidden))
         logits = self.encoder.embedding.compute_logits(t)  # float32, tied
-        return logits + tf.cast(self.output_bias, tf.float32)
+        return logits + ops.cast(self.output_bias, "float32")
 
     def call(self, token_ids, training=None):
         return self.project(self.encode(token_ids, training=training))

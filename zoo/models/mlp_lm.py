@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from zoo.models.base import CausalLM
 from zoo.models.registry import ModelSpec, register
@@ -81,15 +81,15 @@ class MLPLM(CausalLM):
             if direct_connection
             else None
         )
-        self(tf.zeros((1, 1), tf.int32))
+        self(ops.zeros((1, 1), "int32"))
 
     def _logits_from_padded(self, padded_ids, training=None):
         """``padded_ids`` (B, n-1+T): the T targets' contexts are its sliding windows of size n."""
         n = self.context_size
-        steps = tf.shape(padded_ids)[1] - (n - 1)
-        windows = tf.stack([padded_ids[:, i : i + steps] for i in range(n)], axis=-1)  # (B, T, n)
+        steps = ops.shape(padded_ids)[1] - (n - 1)
+        windows = ops.stack([padded_ids[:, i : i + steps] for i in range(n)], axis=-1)  # (B, T, n)
         e = self.embedding(windows)  # (B, T, n, E)
-        x = tf.reshape(e, tf.concat([tf.shape(windows)[:2], [n * self.embedding_dim]], 0))
+        x = ops.reshape(e, (ops.shape(e)[0], -1, n * self.embedding_dim))  # (B, T, n E)
         h = x
         for layer in self.hidden_layers:
             h = self.hidden_dropout(layer(h), training=training)  # (B, T, H)
@@ -99,17 +99,17 @@ class MLPLM(CausalLM):
         return logits
 
     def call(self, token_ids, training=None):
-        token_ids = tf.cast(token_ids, tf.int32)
-        pad = tf.zeros([tf.shape(token_ids)[0], self.context_size - 1], tf.int32)
-        return self._logits_from_padded(tf.concat([pad, token_ids], axis=1), training=training)
+        token_ids = ops.cast(token_ids, "int32")
+        pad = ops.zeros((ops.shape(token_ids)[0], self.context_size - 1), "int32")
+        return self._logits_from_padded(ops.concatenate([pad, token_ids], axis=1), training=training)
 
     def init_cache(self, batch_size, max_length=None):
-        return tf.zeros([batch_size, self.context_size - 1], tf.int32)
+        return ops.zeros((batch_size, self.context_size - 1), "int32")
 
     def call_with_cache(self, token_ids, cache, index=None):
-        padded = tf.concat([cache, tf.cast(token_ids, tf.int32)], axis=1)
+        padded = ops.concatenate([cache, ops.cast(token_ids, "int32")], axis=1)
         logits = self._logits_from_padded(padded)
-        new_cache = padded[:, tf.shape(padded)[1] - (self.context_size - 1) :]
+        new_cache = padded[:, ops.shape(padded)[1] - (self.context_size - 1) :]
         return logits, new_cache
 
     def get_config(self):

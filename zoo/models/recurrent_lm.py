@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from zoo.layers import RNNStack
 from zoo.models.base import CausalLM
@@ -72,7 +72,7 @@ class RecurrentLM(CausalLM):
                             dtype=self.dtype_policy)
         self.output_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
         self.lm_head = keras.layers.Dense(vocab_size, dtype="float32", name="lm_head")
-        self(tf.zeros((1, 1), tf.int32))  # create the weights now
+        self(ops.zeros((1, 1), "int32"))  # create the weights now
 
     def call(self, token_ids, training=None):
         x = self.embedding(token_ids)  # (B, T, E)

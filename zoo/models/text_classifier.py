@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from zoo.layers import RNNStack
 from zoo.models.bert_mlm import ENCODER_FIELDS, BertEncoder, masked_mean
@@ -89,7 +89,7 @@ class LSTMEncoder(keras.layers.Layer):
         self.rnn.build(tuple(input_shape) + (self.units,))
 
     def call(self, token_ids, training=None):
-        return self.rnn(self.embedding(tf.cast(token_ids, tf.int32)), training=training)
+        return self.rnn(self.embedding(ops.cast(token_ids, "int32")), training=training)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.units,)
@@ -130,18 +130,18 @@ class TextClassifier(keras.Model):
                                        **self.encoder_config)
         self.head_dropout = keras.layers.Dropout(classifier_dropout, dtype=self.dtype_policy)
         self.head = keras.layers.Dense(self.num_classes, name="head", dtype="float32")
-        self(tf.zeros((1, 3), tf.int32))  # create the weights now
+        self(ops.zeros((1, 3), "int32"))  # create the weights now
 
     def pool(self, token_ids, training=None):
         """The pooled sentence vector (B, d)."""
         hidden = self.encoder(token_ids, training=training)
         if self.pooling == "cls":
             return hidden[:, 0]
-        return masked_mean(hidden, tf.cast(token_ids, tf.int32))
+        return masked_mean(hidden, ops.cast(token_ids, "int32"))
 
     def call(self, token_ids, training=None):
         pooled = self.head_dropout(self.pool(token_ids, training=training), training=training)
-        return tf.cast(self.head(pooled), tf.float32)
+        return ops.cast(self.head(pooled), "float32")
 
     def get_config(self):
         config = super().get_config()

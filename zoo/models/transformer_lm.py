@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from zoo.layers import TokenAndPositionEmbedding, TransformerBlock
 from zoo.models.base import CausalLM
@@ -134,7 +134,7 @@ class TransformerLM(CausalLM):
             if tie_embeddings
             else keras.layers.Dense(vocab_size, dtype="float32", name="lm_head")
         )
-        self(tf.zeros((1, min(2, max_length)), tf.int32))  # create the weights now
+        self(ops.zeros((1, min(2, max_length)), "int32"))  # create the weights now
 
     def _project(self, h):
         """(B, T, d) hidden states -> (B, T, V) float32 logits."""
@@ -142,8 +142,8 @@ class TransformerLM(CausalLM):
             h = self.final_norm(h)
         if self.lm_head is not None:
             return self.lm_head(h)
-        table = tf.cast(self.embedding.token_embedding.embeddings, h.dtype)  # (V, d)
-        return tf.cast(tf.einsum("btd,vd->btv", h, table), tf.float32)
+        table = ops.cast(self.embedding.token_embedding.embeddings, h.dtype)  # (V, d)
+        return ops.cast(ops.einsum("btd,vd->btv", h, table), "float32")
 
     def call(self, token_ids, training=None):
         h = self.embedding_dropout(self.embedding(token_ids), training=training)  # (B, T, d)
@@ -154,10 +154,10 @@ class TransformerLM(CausalLM):
     def init_cache(self, batch_size, max_length=None):
         length = self.max_length if max_length is None else max_length
         shape = [batch_size, 2, length, self.num_heads, self.head_dim]
-        return tuple(tf.zeros(shape, self.compute_dtype) for _ in self.blocks)
+        return tuple(ops.zeros(shape, self.compute_dtype) for _ in self.blocks)
 
     def call_with_cache(self, token_ids, cache, index):
-        index = tf.cast(index, tf.int32)
+        index = ops.cast(index, "int32")
         h = self.embedding(token_ids, start_index=index)
         new_cache = []
         for block, layer_cache in zip(self.blocks, cache, strict=True):

@@ -17,11 +17,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from zoo.layers import TokenAndPositionEmbedding, TransformerBlock, TransformerDecoderBlock
 from zoo.models.registry import ModelSpec, register
-from zoo.tokenizers.base import BOS_ID, EOS_ID, PAD_ID
+from zoo.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
 
 @dataclass(frozen=True)
@@ -157,14 +157,14 @@ class TransformerSeq2Seq(keras.Model):
             None if tie_embeddings
             else keras.layers.Dense(vocab_size, dtype="float32", name="lm_head")
         )
-        self((tf.zeros((1, 2), tf.int32), tf.zeros((1, 2), tf.int32)))  # create the weights
+        self((ops.zeros((1, 2), "int32"), ops.zeros((1, 2), "int32")))  # create the weights
 
     # -- the two halves ------------------------------------------------------------------------
 
     def encode(self, source_ids, training=None):
         """Source ids ``(B, S)`` -> ``(memory (B, S, d), source_mask (B, S) bool)``."""
-        source_ids = tf.cast(source_ids, tf.int32)
-        mask = tf.not_equal(source_ids, PAD_ID)
+        source_ids = ops.cast(source_ids, "int32")
+        mask = ops.not_equal(source_ids, PAD_ID)
         h = self.source_dropout(self.source_embedding(source_ids), training=training)
         for block in self.encoder_blocks:
             h = block(h, padding_mask=mask, training=training)
@@ -182,7 +182,7 @@ class TransformerSeq2Seq(keras.Model):
 
     def decode(self, target_ids, memory, source_mask, training=None):
         """Teacher-forced decoder: target ids ``(B, T)`` over ``memory`` -> logits ``(B, T, V)``."""
-        h = self.target_dropout(self.target_embedding(tf.cast(target_ids, tf.int32)),
+        h = self.target_dropout(self.target_embedding(ops.cast(target_ids, "int32")),
                                 training=training)
         for block in self.decoder_blocks:
             h = block(h, memory, memory_mask=source_mask, training=training)
@@ -210,8 +210,8 @@ class TransformerSeq2Seq(keras.Model):
         Returns ``(logits (B, n, V), new self_caches)``; equal to ``decode`` of the whole prefix
         at those positions.
         """
-        index = tf.cast(index, tf.int32)
-        h = self.target_embedding(tf.cast(target_ids, tf.int32), start_index=index)
+        index = ops.cast(index, "int32")
+        h = self.target_embedding(ops.cast(target_ids, "int32"), start_index=index)
         new_caches = []
         for block, cache, cross in zip(self.decoder_blocks, self_caches, cross_caches,
                                        strict=True):
@@ -285,21 +285,21 @@ class _UncachedDecoder:
     def __init__(self, model: TransformerSeq2Seq, source_ids):
         self.model = model
         self.max_length = model.max_target_length
-        self.source_ids = tf.cast(source_ids, tf.int32)
+        self.source_ids = ops.cast(source_ids, "int32")
 
     def init_cache(self, batch_size, max_length):
-        return tf.zeros([batch_size, max_length], tf.int32), self.source_ids
+        return ops.zeros((batch_size, max_length), "int32"), self.source_ids
 
     def call_with_cache(self, token_ids, cache, index):
         buffer, source_ids = cache
-        index = tf.cast(index, tf.int32)
-        n = tf.shape(token_ids)[1]
-        positions = tf.range(tf.shape(buffer)[1])
-        spread = tf.gather(token_ids, tf.clip_by_value(positions - index, 0, n - 1), axis=1)
-        written = tf.logical_and(positions >= index, positions < index + n)[None, :]
-        buffer = tf.where(written, tf.cast(spread, tf.int32), buffer)
-        logits = self.model((source_ids, buffer), training=False)
-        return tf.gather(logits, index + tf.range(n), axis=1), (buffer, source_ids)
+        index = ops.cast(index, "int32")
+        n = ops.shape(token_ids)[1]
+        positions = ops.arange(ops.shape(buffer)[1], dtype="int32")  # (L,)
+        spread = ops.take(token_ids, ops.clip(positions - index, 0, n - 1), axis=1)  # (B, L)
+        written = ops.logical_and(positions >= index, positions < index + n)[None, :]
+        buffer = ops.where(written, ops.cast(spread, "int32"), buffer)
+        logits = self.model((source_ids, buffer), training=False)  # (B, L, V)
+        return ops.take(logits, index + ops.arange(n, dtype="int32"), axis=1), (buffer, source_ids)
 
 
 def translate_ids(model: TransformerSeq2Seq, source_ids, *, strategy: str = "greedy",
@@ -319,9 +319,9 @@ def translate_ids(model: TransformerSeq2Seq, source_ids, *, strategy: str = "gre
     bound = model.max_target_length - 1
     max_new = bound if max_new_tokens is None else min(int(max_new_tokens), bound)
     view = (_CachedDecoder if cached else _UncachedDecoder)(model, source_ids)
-    batch = tf.shape(source_ids)[0]
-    prompt = tf.fill([batch, 1], BOS_ID)
-    lengths = tf.ones([batch], tf.int32)
+    batch = ops.shape(source_ids)[0]
+    prompt = ops.full((batch, 1), BOS_ID, dtype="int32")
+    lengths = ops.ones((batch,), "int32")
     if strategy == "beam":
         return beam_search_ids(view, prompt, lengths, max_new, num_beams,
                                length_penalty=length_penalty, stop_token_ids=(EOS_ID,),

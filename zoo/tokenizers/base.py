@@ -20,12 +20,14 @@ import os
 
 import tensorflow as tf
 
-PAD_ID = 0
-UNK_ID = 1
-BOS_ID = 2
-EOS_ID = 3
-SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
-NUM_SPECIAL = len(SPECIAL_TOKENS)
+from zoo.special_tokens import (  # noqa: F401  (re-exported: the tokenizers' contract)
+    BOS_ID,
+    EOS_ID,
+    NUM_SPECIAL,
+    PAD_ID,
+    SPECIAL_TOKENS,
+    UNK_ID,
+)
 
 TOKENIZER_CONFIG = "tokenizer.json"
 

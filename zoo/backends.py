@@ -1,0 +1,121 @@
+"""Which Keras backend runs the zoo's models, and what the device under it can do.
+
+Keras fixes its backend when it is first imported (``KERAS_BACKEND``). The zoo's Keras core
+(``zoo.layers``, ``zoo.models``, ``zoo.metrics``, ``zoo.fitting``) runs on every backend listed in
+``SUPPORTED``; tokenizers, ``tf.data`` text pipelines, export, LiteRT, serving and ``tf.distribute``
+stay TensorFlow's. Nothing here imports TensorFlow or JAX until asked about a device.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+from zoo.errors import ZooError
+
+SUPPORTED = ("tensorflow", "jax")
+DEFAULT = "tensorflow"
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a supported backend, else ``ZooError`` naming the supported ones."""
+    if name not in SUPPORTED:
+        raise ZooError(f"unsupported backend {name!r}; the zoo trains on: {', '.join(SUPPORTED)}")
+    return name
+
+
+def requested() -> str:
+    """The backend ``KERAS_BACKEND`` asks for (default ``tensorflow``), checked."""
+    return check_name(os.environ.get("KERAS_BACKEND", DEFAULT) or DEFAULT)
+
+
+def select(name: str | None) -> str:
+    """Make ``name`` (default: ``KERAS_BACKEND``, else tensorflow) the Keras backend of this
+    process. Must run before Keras is imported; afterwards only the backend in use is accepted."""
+    name = check_name(name) if name else requested()
+    if "keras" in sys.modules:
+        running = current()
+        if running != name:
+            raise ZooError(
+                f"Keras already runs on {running} in this process; start a new one with "
+                f"KERAS_BACKEND={name} (or zoo ... --backend {name})"
+            )
+        return name
+    os.environ["KERAS_BACKEND"] = name
+    return name
+
+
+def current() -> str:
+    """The backend Keras runs on (imports Keras)."""
+    import keras
+
+    return keras.backend.backend()
+
+
+def ensure(name: str) -> None:
+    """``ZooError`` unless Keras runs on ``name`` (a supported backend) in this process."""
+    check_name(name)
+    running = current()
+    if running != name:
+        raise ZooError(
+            f"this process runs Keras on {running}, not {name}: set KERAS_BACKEND={name} before "
+            f"importing keras or zoo (the CLI's --backend {name} does it)"
+        )
+
+
+def tensorflow_installed() -> bool:
+    """Whether TensorFlow can be imported (without importing it)."""
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def _gpus():
+    if current() == "jax":
+        import jax
+
+        return [d for d in jax.devices() if d.platform == "gpu"]
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
+def gpu_available() -> bool:
+    """True when the backend's framework sees a GPU."""
+    return bool(_gpus())
+
+
+def gpu_compute_capability() -> float | None:
+    """The first GPU's CUDA compute capability (``8.0`` for an A100, ``9.0`` for an H100), or
+    ``None`` without a GPU or where the framework does not say."""
+    gpus = _gpus()
+    if not gpus:
+        return None
+    try:
+        if current() == "jax":
+            return float(gpus[0].compute_capability)
+        import tensorflow as tf
+
+        major, minor = tf.config.experimental.get_device_details(gpus[0])["compute_capability"]
+        return major + minor / 10
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def default_mixed_precision() -> bool:
+    """bfloat16 mixed precision by default where the GPU computes in bfloat16 natively: compute
+    capability >= 8.0 (Ampere and later); float32 elsewhere (CPUs, older GPUs)."""
+    capability = gpu_compute_capability()
+    return capability is not None and capability >= 8.0
+
+
+class _LazyTensorFlow:
+    """``tensorflow``, imported on first attribute access: modules that need TensorFlow only
+    for some of their functions (``tf.distribute``) stay importable without it."""
+
+    def __getattr__(self, name: str):
+        import tensorflow
+
+        return getattr(tensorflow, name)
+
+
+lazy_tensorflow = _LazyTensorFlow()
