@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,notebooks]"
+	$(PY) -m pip install --quiet -e ".[dev,notebooks,jax]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -32,7 +32,7 @@ notebooks: setup
 
 # CPU benchmarks against their peers (keras-hub from the bench extra); GPU runs: see bench/RESULTS.md
 bench: setup
-	$(PY) -m pip install --quiet -e ".[dev,notebooks,bench]"
+	$(PY) -m pip install --quiet -e ".[dev,notebooks,jax,bench]"
 	$(PY) bench/train_throughput.py --tiny --vocab 8192
 	$(PY) bench/generate_speed.py --quick --jit
 	$(PY) bench/input_pipeline.py

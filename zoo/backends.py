@@ -119,3 +119,31 @@ class _LazyTensorFlow:
 
 
 lazy_tensorflow = _LazyTensorFlow()
+
+
+def model_function(model, fn):
+    """Compile ``fn(call, *args)`` for the backend, where ``call(inputs)`` runs ``model`` in
+    inference mode: a ``tf.function`` on TensorFlow, ``jax.jit`` over the model's stateless call
+    on JAX (the current weights are passed in at every call). ``fn`` is written with
+    ``keras.ops``; the returned function takes NumPy arrays (or nests of them) and returns
+    ``fn``'s tensors.
+    """
+    if current() == "jax":
+        import jax
+
+        @jax.jit
+        def jitted(trainable, non_trainable, *args):
+            def call(inputs):
+                return model.stateless_call(trainable, non_trainable, inputs, training=False)[0]
+
+            return fn(call, *args)
+
+        def run(*args):
+            return jitted([v.value for v in model.trainable_variables],
+                          [v.value for v in model.non_trainable_variables], *args)
+
+        return run
+    import tensorflow as tf
+
+    return tf.function(lambda *args: fn(lambda inputs: model(inputs, training=False), *args),
+                       reduce_retracing=True)

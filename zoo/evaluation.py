@@ -17,6 +17,7 @@ import math
 import numpy as np
 from keras import ops
 
+from zoo.backends import model_function
 from zoo.data import windows
 from zoo.errors import ZooError
 from zoo.metrics import masked_token_nll
@@ -43,47 +44,22 @@ def _shifted(source):
 
 
 def _batch_nll(model, special=None):
-    """``(x, y) -> (sum of NLL, number of labels)`` of one batch, compiled for the backend
-    (a ``tf.function`` on TensorFlow, ``jax.jit`` over the model's stateless call on JAX)."""
+    """``(x, y) -> (sum of NLL, number of labels)`` of one batch, compiled for the backend."""
 
     def unshift(ids):  # pipeline ids -> the tokenizer's (padding -> 0, masked anyway)
         bos, eos = special
         return ops.where(ids >= NUM_SPECIAL, ids - NUM_SPECIAL,
                          ops.where(ids == BOS_ID, bos, ops.where(ids == EOS_ID, eos, 0)))
 
-    def totals(logits_of, x, y):
+    def totals(call, x, y):
         mask = None
         if special is not None:
             mask = ops.not_equal(y, PAD_ID)
             x, y = unshift(x), unshift(y)
-        nll, mask = masked_token_nll(y, logits_of(x), mask)
+        nll, mask = masked_token_nll(y, call(x), mask)
         return ops.sum(nll), ops.sum(mask)
 
-    import keras
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        @jax.jit
-        def jax_step(trainable, non_trainable, x, y):
-            def logits_of(ids):
-                return model.stateless_call(trainable, non_trainable, ids, training=False)[0]
-
-            return totals(logits_of, x, y)
-
-        def step(x, y):
-            return jax_step([v.value for v in model.trainable_variables],
-                            [v.value for v in model.non_trainable_variables], x, y)
-
-        return step
-
-    import tensorflow as tf
-
-    @tf.function(reduce_retracing=True)
-    def tf_step(x, y):
-        return totals(lambda ids: model(ids, training=False), x, y)
-
-    return tf_step
+    return model_function(model, totals)
 
 
 def evaluate_model(model, tokenizer, ids, corpus_kind: str, seq_len: int, batch_size: int,

@@ -36,8 +36,10 @@ import types
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from zoo import distribute as zdist
+from zoo.backends import model_function
 from zoo.data import labelled
 from zoo.data.masking import with_cls_sep
 from zoo.errors import ZooError
@@ -214,11 +216,15 @@ def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
 def predict_probabilities(model, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Softmax class probabilities ``(N, C)`` (float64) of the rows ``x``."""
 
-    @tf.function(autograph=False)
-    def step(ids):
-        return tf.nn.softmax(tf.cast(model(ids, training=False), tf.float64), axis=-1)
+    def logits(call, ids):
+        return ops.cast(call(ids), "float32")
 
-    parts = [step(tf.constant(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
+    step = model_function(model, logits)
+    parts = []
+    for i in range(0, len(x), batch_size):
+        z = np.asarray(step(x[i:i + batch_size]), np.float64)  # softmax in float64, here
+        z = np.exp(z - z.max(axis=-1, keepdims=True))
+        parts.append(z / z.sum(axis=-1, keepdims=True))
     return np.concatenate(parts) if parts else np.zeros([0, model.num_classes])
 
 

@@ -42,9 +42,11 @@ import types
 
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from zoo import data as zdata
 from zoo import distribute as zdist
+from zoo.backends import model_function
 from zoo.data import masking
 from zoo.errors import ZooError
 from zoo.fitting import (
@@ -56,7 +58,7 @@ from zoo.fitting import (
     run_record,
     write_record,
 )
-from zoo.metrics import MaskedAccuracy, Perplexity, TokenNLL, masked_lm_loss
+from zoo.metrics import MaskedAccuracy, Perplexity, TokenNLL, masked_lm_loss, masked_token_nll
 from zoo.models import build_model
 from zoo.models.bert_mlm import masked_mean
 from zoo.run import TOKENIZER_DIR, LoadedRun
@@ -159,18 +161,15 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
 def measure(model, dataset: tf.data.Dataset) -> dict:
     """Masked-token loss, perplexity and accuracy of ``model`` over ``(inputs, labels)`` batches."""
 
-    @tf.function(autograph=False)
-    def step(inputs, labels):
-        logits = tf.cast(model(inputs, training=False), tf.float32)
-        mask = tf.not_equal(labels, 0)
-        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-        hits = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
-        as_float = tf.cast(mask, tf.float64)
-        return (tf.reduce_sum(tf.cast(nll, tf.float64) * as_float),
-                tf.reduce_sum(tf.cast(hits, tf.float64) * as_float), tf.reduce_sum(as_float))
+    def totals(call, inputs, labels):
+        logits = ops.cast(call(inputs), "float32")
+        nll, mask = masked_token_nll(labels, logits)  # mask: the selected (non-0) labels
+        hits = ops.cast(ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), labels), "float32")
+        return ops.sum(nll), ops.sum(hits * mask), ops.sum(mask)
 
+    step = model_function(model, totals)
     total_nll = correct = count = 0.0
-    for inputs, labels in dataset:
+    for inputs, labels in dataset.as_numpy_iterator():
         a, b, c = step(inputs, labels)
         total_nll += float(a)
         correct += float(b)

@@ -25,8 +25,10 @@ import weakref
 
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from zoo import distribute as zdist
+from zoo.backends import model_function
 from zoo.config import DEFAULT_VOCAB_SIZES
 from zoo.data import parallel as zpar
 from zoo.errors import ZooError
@@ -169,17 +171,17 @@ def teacher_forced_loss(model, pairs: zpar.EncodedPairs, batch_size: int, *,
     """Corpus-level loss over every target token (``y <eos>``) of ``pairs``:
     ``loss = Σ -log p(y_t | y_<t, x) / N``, ``perplexity = exp(loss)``."""
 
-    @tf.function(reduce_retracing=True)
-    def step(inputs, labels):
-        nll, mask = masked_token_nll(labels, model(inputs, training=False))
-        return tf.reduce_sum(nll), tf.reduce_sum(mask)
+    def totals(call, inputs, labels):
+        nll, mask = masked_token_nll(labels, call(inputs))
+        return ops.sum(nll), ops.sum(mask)
 
+    step = model_function(model, totals)
     total_nll, total_tokens = 0.0, 0.0
-    for inputs, labels in zpar.evaluation_dataset(pairs, batch_size, max_source_length,
-                                                  max_target_length):
+    batches = zpar.evaluation_dataset(pairs, batch_size, max_source_length, max_target_length)
+    for inputs, labels in batches.as_numpy_iterator():
         nll, count = step(inputs, labels)
-        total_nll += float(np.float64(nll.numpy()))
-        total_tokens += float(count.numpy())
+        total_nll += float(np.float64(np.asarray(nll)))
+        total_tokens += float(np.asarray(count))
     loss = total_nll / max(total_tokens, 1.0)
     return {"loss": loss, "perplexity": math.exp(loss), "tokens": int(total_tokens)}
 
