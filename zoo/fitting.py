@@ -320,17 +320,31 @@ def _common_callbacks(out: str, settings: TrainConfig, plan: FitPlan, start_step
     return callbacks
 
 
-def _policy_and_jit(settings: TrainConfig, local_replicas: int = 1) -> tuple[bool, bool]:
-    """Mixed precision and XLA/jit by default: bfloat16 on a GPU of compute capability >= 8.0;
-    on TensorFlow XLA on one GPU (several local replicas cannot share an XLA step), on JAX
-    always (every JAX step is compiled)."""
-    mixed = (settings.mixed_precision if settings.mixed_precision is not None
-             else backends.default_mixed_precision())
+def _mixed_precision(settings: TrainConfig) -> bool:
+    """bfloat16 mixed precision by default on a GPU of compute capability >= 8.0."""
+    if settings.mixed_precision is not None:
+        return bool(settings.mixed_precision)
+    return backends.default_mixed_precision()
+
+
+def _jit(settings: TrainConfig, model, strategy=None) -> bool:
+    """XLA / jit by default where it is the faster choice (``bench/cpu_step_rate.py``):
+
+    * JAX: always (every JAX step is compiled).
+    * TensorFlow on a GPU: on, unless a strategy holds several local replicas (one XLA step
+      cannot reach the other devices' variables).
+    * TensorFlow on a CPU, one device: on for the models whose step XLA speeds up there
+      (``model.xla_on_cpu``: attention and n-gram models, 1.1-1.5x), off for recurrent ones
+      (XLA's CPU loops were 0.6-0.9x). Under a strategy: off.
+    """
     if settings.jit_compile is not None:
-        return bool(mixed), bool(settings.jit_compile)
+        return bool(settings.jit_compile)
     if backends.current() == "jax":
-        return bool(mixed), True
-    return bool(mixed), gpu_available() and local_replicas == 1
+        return True
+    local_replicas = len(getattr(strategy.extended, "worker_devices", ())) if strategy else 1
+    if gpu_available():
+        return local_replicas == 1
+    return strategy is None and bool(getattr(model, "xla_on_cpu", False))
 
 
 def fit_resumable(out: str, settings: TrainConfig, strategy, worker, plan: FitPlan,
@@ -382,7 +396,7 @@ class _KerasCheckpoints(keras.callbacks.Callback):
 def _fit_portable(out: str, settings: TrainConfig, worker, plan: FitPlan, verbose: int) -> FitResult:
     total_steps = plan.total_steps
     segment = min(settings.checkpoint_every, total_steps)
-    mixed, jit = _policy_and_jit(settings)
+    mixed = _mixed_precision(settings)
     checkpoint_dir = os.path.join(out, CHECKPOINT_DIR)
     if _has_tf_checkpoint(checkpoint_dir) and not portable_checkpoints(checkpoint_dir):
         raise ZooError(f"{out} holds TensorFlow checkpoints: resume it with --backend tensorflow")
@@ -392,6 +406,7 @@ def _fit_portable(out: str, settings: TrainConfig, worker, plan: FitPlan, verbos
     try:
         keras.utils.set_random_seed(settings.seed)
         model = plan.build_model()
+        jit = _jit(settings, model)
         optimizer = make_optimizer(settings, total_steps, plan.no_decay)
         optimizer.build(model.trainable_variables)
         model.compile(optimizer=optimizer, loss=plan.loss, metrics=plan.make_metrics(),
@@ -465,7 +480,7 @@ def _fit_tensorflow(out: str, settings: TrainConfig, strategy, worker, plan: Fit
             f"distribute={settings.distribute!r} (XLA compiles the step for one device); leave "
             "jit_compile unset"
         )
-    mixed, jit = _policy_and_jit(settings, local_replicas)
+    mixed = _mixed_precision(settings)
     previous_policy = keras.mixed_precision.global_policy()
     if mixed:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -475,6 +490,7 @@ def _fit_tensorflow(out: str, settings: TrainConfig, strategy, worker, plan: Fit
         with strategy.scope() if strategy is not None else _no_scope():
             keras.utils.set_random_seed(settings.seed)
             model = plan.build_model()
+            jit = _jit(settings, model, strategy)
             optimizer = make_optimizer(settings, total_steps, plan.no_decay)
             optimizer.build(model.trainable_variables)
             replicas = strategy.num_replicas_in_sync if strategy is not None else 1

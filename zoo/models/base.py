@@ -30,6 +30,9 @@ class CausalLM(keras.Model):
     """
 
     max_length: int | None = None
+    # Whether XLA speeds the training step up on a CPU (zoo.fitting's jit_compile default);
+    # recurrent loops run slower under XLA there.
+    xla_on_cpu: bool = False
 
     def init_cache(self, batch_size, max_length):
         """Return the empty decoding cache for ``batch_size`` rows of up to ``max_length`` tokens."""

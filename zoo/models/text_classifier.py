@@ -105,6 +105,11 @@ class LSTMEncoder(keras.layers.Layer):
 class TextClassifier(keras.Model):
     """ids (B, T) -> float32 class logits (B, num_classes); see the module docstring."""
 
+    @property
+    def xla_on_cpu(self) -> bool:
+        """XLA speeds the Transformer encoder's training step up on a CPU, not the LSTM's."""
+        return self.encoder_kind == "transformer"
+
     def __init__(self, vocab_size: int, encoder: str = "transformer", num_classes: int = 2,
                  pooling: str = "mean", classifier_dropout: float = 0.1, **config):
         kwargs = {k: v for k, v in config.items() if k not in ENCODER_FIELDS}

@@ -79,6 +79,9 @@ class TransformerSeq2Seq(keras.Model):
         Other arguments: see ``TransformerSeq2SeqConfig``.
     """
 
+    # XLA speeds this model's training step up on a CPU (zoo.fitting picks jit_compile by it)
+    xla_on_cpu = True
+
     def __init__(
         self,
         vocab_size: int,
