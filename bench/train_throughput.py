@@ -5,9 +5,13 @@ configuration, batch, precision and optimiser, side by side in one run.
     python bench/train_throughput.py                        # GPT-2 small (124M), sequence 1024
 
 Both models are trained with ``model.fit`` on the same random token batches (AdamW, sparse
-cross-entropy from logits), the timed steps following a few warm-up steps (tracing / XLA
-compilation). Printed for each: training tokens/s, the model FLOP rate and the model FLOPs
-utilisation (MFU), and our/peer ratios.
+cross-entropy from logits). Both are built and warmed up first (``--warmup`` steps: tracing, XLA
+compilation), then timed in alternating rounds (``bench/_rounds.py``): each of ``--rounds``
+rounds runs ``--steps`` timed steps of each model in turn (one ``model.fit`` call each, its
+first step, the call's start-up, untimed), the model going first alternating, so that a change
+in the machine's load falls on both. A round's time is the median of its steps. Printed for each
+model: the median over rounds of its training tokens/s, the model FLOP rate and the model FLOPs
+utilisation (MFU); then the median of the per-round zoo / keras-hub ratios with its spread.
 
 FLOPs per token (PaLM, Chowdhery et al. 2022, appendix B; nanoGPT's ``estimate_mfu``)::
 
@@ -33,6 +37,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bench._rounds import QUIET_CORES, median, run_rounds, speed_ratio  # noqa: E402
 from zoo.metrics import masked_lm_loss  # noqa: E402
 from zoo.models import build_model  # noqa: E402
 from zoo.models.flops import training_flops_per_token  # noqa: E402
@@ -69,16 +74,18 @@ def token_batches(vocab: int, batch: int, seq_len: int, steps: int, seed: int = 
     return tokens[:, :, :-1], tokens[:, :, 1:]
 
 
+def fit_steps(model, dataset, steps: int, skip: int = 1) -> float:
+    """Median seconds per step of one ``model.fit`` call of ``skip + steps`` steps, the first
+    ``skip`` (the call's start-up; at the first call, tracing and compilation) untimed."""
+    timer = StepTimer(skip)
+    model.fit(dataset, epochs=1, steps_per_epoch=skip + steps, callbacks=[timer], verbose=0,
+              shuffle=False)
+    return float(np.median(timer.times))
+
+
 def optimizer() -> keras.optimizers.Optimizer:
     return keras.optimizers.AdamW(learning_rate=3e-4, weight_decay=0.1, beta_2=0.95,
                                   global_clipnorm=1.0)
-
-
-def time_fit(model, dataset, steps: int, warmup: int) -> float:
-    """Median seconds per step of ``model.fit`` over ``steps`` steps (after ``warmup``)."""
-    timer = StepTimer(warmup)
-    model.fit(dataset, epochs=1, steps_per_epoch=steps, callbacks=[timer], verbose=0, shuffle=False)
-    return float(np.median(timer.times))
 
 
 def zoo_model(sizes: dict, vocab: int, jit: bool, fused_qkv: bool = True):
@@ -121,8 +128,11 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, help="default 8 (GPT-2 small) / 8 (tiny)")
     parser.add_argument("--seq-len", type=int, help="default: the configuration's context")
     parser.add_argument("--vocab", type=int, default=GPT2_VOCAB)
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="alternating rounds (each: --steps timed steps of every model)")
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per model per round")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed steps per model before the rounds (tracing, compilation)")
     parser.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16"], default="auto",
                         help="auto: mixed_bfloat16 on a GPU, float32 on a CPU")
     parser.add_argument("--xla", choices=["auto", "on", "off"], default="auto",
@@ -131,7 +141,10 @@ def main(argv=None) -> int:
     parser.add_argument("--only", choices=["zoo", "keras_hub"], help="measure one side only")
     parser.add_argument("--separate-qkv", action="store_true",
                         help="the zoo model with three Q/K/V projections instead of one fused")
+    parser.add_argument("--verbose", action="store_true", help="print every round's times")
     args = parser.parse_args(argv)
+    if min(args.rounds, args.steps) < 1 or args.warmup < 0:
+        parser.error("--rounds and --steps must be >= 1, --warmup >= 0")
 
     gpu = bool(tf.config.list_physical_devices("GPU"))
     sizes = dict(TINY if args.tiny else GPT2_SMALL)
@@ -143,42 +156,58 @@ def main(argv=None) -> int:
     keras.mixed_precision.set_global_policy(precision)
     peak, peak_source = peak_tflops(args)
 
-    x, y = token_batches(args.vocab, batch, seq_len, args.steps)
+    # Every fit call reads the same batches from the start: both models train on the same data.
+    x, y = token_batches(args.vocab, batch, seq_len, 1 + args.steps)
     sides = [s for s in ("zoo", "keras_hub") if args.only in (None, s)]
-    rows = {}
-    for side in sides:
+    models, data, info = {}, {}, {}
+    for side in sides:  # build and warm up every model before any timing
         keras.utils.set_random_seed(0)
         if side == "zoo":
             model = zoo_model(sizes, args.vocab, jit, fused_qkv=not args.separate_qkv)
-            data = tf.data.Dataset.from_tensor_slices((x, y))
+            dataset = tf.data.Dataset.from_tensor_slices((x, y))
         else:
             model = keras_hub_model(sizes, args.vocab, jit)
             mask = np.ones_like(x, dtype=bool)
-            data = tf.data.Dataset.from_tensor_slices(({"token_ids": x, "padding_mask": mask}, y))
-        flops = training_flops_per_token(model, seq_len, sizes)
-        seconds = time_fit(model, data, args.steps, args.warmup)
-        tokens_per_s = batch * seq_len / seconds
-        rows[side] = dict(params=model.count_params(), flops=flops, step_ms=seconds * 1e3,
-                          tokens_per_s=tokens_per_s, tflops=tokens_per_s * flops / 1e12)
-        del model
-        keras.backend.clear_session()
+            dataset = tf.data.Dataset.from_tensor_slices(({"token_ids": x, "padding_mask": mask}, y))
+        models[side], data[side] = model, dataset.repeat()
+        fit_steps(model, data[side], 1, skip=args.warmup)
+        info[side] = dict(params=model.count_params(),
+                          flops=training_flops_per_token(model, seq_len, sizes))
+
+    def one_round(side):
+        return lambda: fit_steps(models[side], data[side], args.steps)
+
+    rounds = run_rounds({side: one_round(side) for side in sides}, args.rounds,
+                        progress=print if args.verbose else None)
+    times = rounds.times
 
     print(f"# transformer training throughput, {'tiny' if args.tiny else 'GPT-2 small'}: "
           f"{sizes['num_layers']} layers, {sizes['num_heads']} heads, width {sizes['d_model']}, "
           f"vocab {args.vocab}, sequence {seq_len}, batch {batch}, {precision}, "
-          f"XLA {'on' if jit else 'off'}, {'separate' if args.separate_qkv else 'fused'} QKV, "
-          f"{args.steps - args.warmup} timed steps; "
+          f"XLA {'on' if jit else 'off'}, {'separate' if args.separate_qkv else 'fused'} QKV; "
+          f"{args.rounds} alternating rounds of {args.steps} timed steps per model "
+          f"(after {args.warmup} warm-up steps), medians over rounds; other processes' load "
+          f"while timing: median {rounds.median_load():.2f} cores; "
           f"device {'GPU' if gpu else 'CPU'} ({peak_source})")
-    print("| model | parameters | FLOPs/token | ms/step | tokens/s | TFLOP/s | MFU |")
+    print("| model | parameters | FLOPs/token | ms/step (min-max over rounds) | tokens/s | "
+          "TFLOP/s | MFU |")
     print("|---|---|---|---|---|---|---|")
-    for side, r in rows.items():
-        mfu = f"{100 * r['tflops'] / peak:.1f}%" if peak else "n/a"
+    for side in sides:
+        seconds, flops = median(times[side]), info[side]["flops"]
+        tokens_per_s = batch * seq_len / seconds
+        tflops = tokens_per_s * flops / 1e12
+        mfu = f"{100 * tflops / peak:.1f}%" if peak else "n/a"
         name = "zoo transformer_lm" if side == "zoo" else "keras-hub GPT2CausalLM"
-        print(f"| {name} | {r['params']:,} | {r['flops'] / 1e6:.1f} M | {r['step_ms']:.1f} | "
-              f"{r['tokens_per_s']:,.0f} | {r['tflops']:.3f} | {mfu} |")
-    if len(rows) == 2:
-        ratio = rows["zoo"]["tokens_per_s"] / rows["keras_hub"]["tokens_per_s"]
-        print(f"\nzoo / keras-hub tokens/s: {ratio:.2f}x")
+        print(f"| {name} | {info[side]['params']:,} | {flops / 1e6:.1f} M | {seconds * 1e3:.1f} "
+              f"({min(times[side]) * 1e3:.1f}-{max(times[side]) * 1e3:.1f}) | "
+              f"{tokens_per_s:,.0f} | {tflops:.3f} | {mfu} |")
+    if len(sides) == 2:
+        print(f"\nzoo / keras-hub tokens/s, median of per-round ratios: "
+              f"{speed_ratio(times['zoo'], times['keras_hub'])}")
+        quiet = rounds.quiet()
+        if quiet and len(quiet) < args.rounds:
+            print(f"  over the quiet rounds alone (other load < {QUIET_CORES} cores): "
+                  f"{speed_ratio(times['zoo'], times['keras_hub'], quiet)}")
     return 0
 
 
