@@ -77,7 +77,7 @@ def families(in_dir: str, out_dir: str) -> None:
         before = [np.array(w) for w in model.trainable_weights]
         entry["fit_loss"] = _fit_one_step(model, name, data)
         entry["weights_changed"] = any(
-            not np.array_equal(b, np.asarray(w)) for b, w in zip(before, model.trainable_weights)
+            not np.array_equal(b, np.asarray(w)) for b, w in zip(before, model.trainable_weights, strict=True)
         )
         report["models"][name] = entry
     report["tensorflow_imported_at_end"] = "tensorflow" in sys.modules

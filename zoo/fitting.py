@@ -333,18 +333,22 @@ def _jit(settings: TrainConfig, model, strategy=None) -> bool:
     * JAX: always (every JAX step is compiled).
     * TensorFlow on a GPU: on, unless a strategy holds several local replicas (one XLA step
       cannot reach the other devices' variables).
-    * TensorFlow on a CPU, one device: on for the models whose step XLA speeds up there
+    * TensorFlow on a CPU: on for the models whose step XLA speeds up there
       (``model.xla_on_cpu``: attention and n-gram models, 1.1-1.5x), off for recurrent ones
-      (XLA's CPU loops were 0.6-0.9x). Under a strategy: off.
+      (XLA's CPU loops were 0.6-0.9x); off with several replicas (XLA's CPU backend has no
+      collective ops).
     """
     if settings.jit_compile is not None:
         return bool(settings.jit_compile)
     if backends.current() == "jax":
         return True
     local_replicas = len(getattr(strategy.extended, "worker_devices", ())) if strategy else 1
+    if local_replicas > 1:
+        return False
     if gpu_available():
-        return local_replicas == 1
-    return strategy is None and bool(getattr(model, "xla_on_cpu", False))
+        return True
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    return replicas == 1 and bool(getattr(model, "xla_on_cpu", False))
 
 
 def fit_resumable(out: str, settings: TrainConfig, strategy, worker, plan: FitPlan,

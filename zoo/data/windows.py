@@ -17,7 +17,7 @@ Two corpus kinds:
 
 Training batch ``s`` is a pure function of ``(seed, s)``: its ``B`` window offsets (stream) or
 line numbers (lines) are ``r mod high`` for ``r`` the first ``B`` 64-bit words of the Philox-4x64
-counter-based generator keyed by ``seed`` at counter ``s``. A run resumed at step ``s`` sees
+counter-based generator keyed by ``seed``, with ``s`` in the counter's top word. A run resumed at step ``s`` sees
 exactly the batches an uninterrupted run would have seen (modulo bias < high / 2^64).
 """
 
@@ -37,9 +37,14 @@ _MASK64 = (1 << 64) - 1
 def batch_draws(seed: int, step: int, batch_size: int, high: int) -> np.ndarray:
     """``batch_size`` int64 integers uniform in ``[0, high)``, a pure function of ``(seed, step)``.
 
-        r_i = Philox4x64-10(key=seed, counter=step)_i,   draw_i = r_i mod high
+        r_i = Philox4x64-10(key=seed, counter=step * 2^192 + i // 4)_(i mod 4)
+        draw_i = r_i mod high
     """
-    generator = np.random.Philox(key=int(seed) & _MASK64, counter=int(step) & _MASK64)
+    # The step is the counter's top 64-bit word: the words drawn advance the low word, so two
+    # steps never share a Philox block (with the step in the low word, step s + 1 would reuse
+    # all but the first block of step s).
+    counter = (int(step) & _MASK64) << 192
+    generator = np.random.Philox(key=int(seed) & _MASK64, counter=counter)
     raw = generator.random_raw(int(batch_size))  # uint64 (batch_size,)
     return (raw % np.uint64(high)).astype(np.int64)
 
