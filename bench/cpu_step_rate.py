@@ -364,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     for worker in workers.values():
         versions.update({k: v for k, v in worker.info["versions"].items() if k != "backend"})
     tokens = args.batch * args.seq_len
-    print(f"# training step, transformer_lm small (4 layers, 4 heads, width 128, FFN 512), "
+    c = CONFIGS[args.config]
+    print(f"# training step, transformer_lm {args.config} ({c['num_layers']} layers, "
+          f"{c['num_heads']} heads, width {c['d_model']}, FFN {c['ffn_dim']}), "
           f"vocab {args.vocab}, batch {args.batch} x {args.seq_len} tokens, float32, zoo's "
           f"AdamW/schedule/clipnorm; timed in {args.loop}; {args.rounds} alternating rounds of "
           f"{args.steps} steps per system after {args.warmup} warm-up steps, one process per "
