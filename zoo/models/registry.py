@@ -32,28 +32,13 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-def _ensure_loaded() -> None:
-    # Importing the model modules registers them.
-    from zoo.models import (  # noqa: F401
-        bert_mlm,
-        gpt2,
-        mlp_lm,
-        recurrent_lm,
-        text_classifier,
-        transformer_lm,
-        transformer_seq2seq,
-    )
-
-
 def list_models() -> list[str]:
-    """Names of every registered model, sorted."""
-    _ensure_loaded()
+    """Names of every registered model, sorted (importing ``zoo.models`` registers them)."""
     return sorted(_REGISTRY)
 
 
 def get_spec(name: str) -> ModelSpec:
     """The ``ModelSpec`` of ``name``; unknown names raise ``ZooError`` listing the valid ones."""
-    _ensure_loaded()
     if name not in _REGISTRY:
         raise ZooError(f"unknown model {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
