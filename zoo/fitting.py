@@ -327,16 +327,21 @@ def _mixed_precision(settings: TrainConfig) -> bool:
     return backends.default_mixed_precision()
 
 
-def _jit(settings: TrainConfig, model, strategy=None) -> bool:
+# XLA's compilation costs a few seconds on a CPU (about 4 s more warm-up for transformer_lm small)
+# and saves about 13 ms a step there: it pays for itself after some 300 steps.
+XLA_CPU_MIN_STEPS = 500
+
+
+def _jit(settings: TrainConfig, model, total_steps: int, strategy=None) -> bool:
     """XLA / jit by default where it is the faster choice (``bench/cpu_step_rate.py``):
 
     * JAX: always (every JAX step is compiled).
     * TensorFlow on a GPU: on, unless a strategy holds several local replicas (one XLA step
       cannot reach the other devices' variables).
     * TensorFlow on a CPU: on for the models whose step XLA speeds up there
-      (``model.xla_on_cpu``: attention and n-gram models, 1.1-1.5x), off for recurrent ones
-      (XLA's CPU loops were 0.6-0.9x); off with several replicas (XLA's CPU backend has no
-      collective ops).
+      (``model.xla_on_cpu``: attention and n-gram models, 1.1-1.5x) in runs long enough to pay
+      for the compilation (``XLA_CPU_MIN_STEPS``); off for recurrent ones (XLA's CPU loops were
+      0.6-0.9x); off with several replicas (XLA's CPU backend has no collective ops).
     """
     if settings.jit_compile is not None:
         return bool(settings.jit_compile)
@@ -348,7 +353,8 @@ def _jit(settings: TrainConfig, model, strategy=None) -> bool:
     if gpu_available():
         return True
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    return replicas == 1 and bool(getattr(model, "xla_on_cpu", False))
+    return (replicas == 1 and total_steps >= XLA_CPU_MIN_STEPS
+            and bool(getattr(model, "xla_on_cpu", False)))
 
 
 def fit_resumable(out: str, settings: TrainConfig, strategy, worker, plan: FitPlan,
@@ -410,7 +416,7 @@ def _fit_portable(out: str, settings: TrainConfig, worker, plan: FitPlan, verbos
     try:
         keras.utils.set_random_seed(settings.seed)
         model = plan.build_model()
-        jit = _jit(settings, model)
+        jit = _jit(settings, model, total_steps)
         optimizer = make_optimizer(settings, total_steps, plan.no_decay)
         optimizer.build(model.trainable_variables)
         model.compile(optimizer=optimizer, loss=plan.loss, metrics=plan.make_metrics(),
@@ -494,7 +500,7 @@ def _fit_tensorflow(out: str, settings: TrainConfig, strategy, worker, plan: Fit
         with strategy.scope() if strategy is not None else _no_scope():
             keras.utils.set_random_seed(settings.seed)
             model = plan.build_model()
-            jit = _jit(settings, model, strategy)
+            jit = _jit(settings, model, total_steps, strategy)
             optimizer = make_optimizer(settings, total_steps, plan.no_decay)
             optimizer.build(model.trainable_variables)
             replicas = strategy.num_replicas_in_sync if strategy is not None else 1
