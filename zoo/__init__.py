@@ -24,7 +24,7 @@ _API = {
     "load": "zoo.run",
     "LoadedRun": "zoo.run",
     "train": "zoo.training",
-    "evaluate": "zoo.evaluation",
+    "evaluate": "zoo.run",
     "generate": "zoo.generation",
     "ZooError": "zoo.errors",
 }

@@ -100,7 +100,7 @@ def _cmd_prepare(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from zoo.evaluation import evaluate
+    from zoo.run import evaluate
 
     options = {k: v for k, v in dict(strategy=args.strategy, num_beams=args.num_beams,
                                      max_examples=args.max_examples).items() if v is not None}

@@ -1,4 +1,4 @@
-"""``zoo.evaluate``: loss, perplexity and bits per character over a whole split.
+"""Evaluation of a causal LM (``zoo.evaluate``, in ``zoo.run``): loss, perplexity and bits per character over a whole split.
 
     loss       = (sum over every label of -log p(label | context)) / (number of labels)
     perplexity = exp(loss)
@@ -123,15 +123,6 @@ def evaluate_run(run, data: str | None = None, split: str = "validation",
     result = evaluate_model(run.model, run.tokenizer, ids, kind, seq_len, batch)
     result.update(data=source, split=split, model=run.config["model"])
     return result
-
-
-def evaluate(run_or_dir, data: str | None = None, split: str = "validation",
-             batch_size: int | None = None, **task_options) -> dict:
-    """``zoo.evaluate(run_dir_or_loaded_run, data=None, split="validation")`` -> metrics dict."""
-    from zoo.run import LoadedRun, load
-
-    run = run_or_dir if isinstance(run_or_dir, LoadedRun) else load(run_or_dir)
-    return evaluate_run(run, data=data, split=split, batch_size=batch_size, **task_options)
 
 
 def score_texts(model, tokenizer, texts, line_corpus: bool) -> list[tuple[float, int]]:

@@ -196,3 +196,13 @@ def load(run_dir: str, checkpoint: bool = False) -> LoadedRun:
             tf.train.Checkpoint(model=model).restore(latest).expect_partial()
     return LoadedRun(path=run_dir, model=model, tokenizer=tokenizer, config=config,
                      extra_tokenizers=extra_tokenizers)
+
+
+def evaluate(run_or_dir, data: str | None = None, split: str = "validation",
+             batch_size: int | None = None, **task_options) -> dict:
+    """``zoo.evaluate(run_dir_or_loaded_run, data=None, split="validation")`` -> metrics dict
+    (see ``zoo.evaluation.evaluate_run``)."""
+    from zoo.evaluation import evaluate_run
+
+    run = run_or_dir if isinstance(run_or_dir, LoadedRun) else load(run_or_dir)
+    return evaluate_run(run, data=data, split=split, batch_size=batch_size, **task_options)
