@@ -11,61 +11,30 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import keras
 
 from zoo.errors import ZooError
+from zoo.files import (  # noqa: F401  (re-exported: the run directory's names)
+    CHECKPOINT_DIR,
+    CHECKPOINT_PREFIX,
+    CHECKPOINT_SUFFIX,
+    CONFIG_FILE,
+    LOG_DIR,
+    METRICS_FILE,
+    MODEL_FILE,
+    TOKENIZER_DIR,
+    portable_checkpoints,
+    read_json,
+    write_json_atomic,
+)
 from zoo.special_tokens import EOS_ID
 
 if TYPE_CHECKING:
     from zoo.tokenizers.base import Tokenizer
-
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.keras"
-METRICS_FILE = "metrics.json"
-TOKENIZER_DIR = "tokenizer"
-CHECKPOINT_DIR = "checkpoints"
-LOG_DIR = "logs"
-
-
-CHECKPOINT_PREFIX, CHECKPOINT_SUFFIX = "ckpt-", ".weights.h5"
-
-
-def portable_checkpoints(checkpoint_dir: str) -> list[tuple[int, str]]:
-    """``[(step, path), ...]`` of the Keras weights checkpoints (``ckpt-<step>.weights.h5``,
-    written by training on JAX) in ``checkpoint_dir``, oldest first."""
-    if not os.path.isdir(checkpoint_dir):
-        return []
-    found = []
-    for name in os.listdir(checkpoint_dir):
-        middle = name[len(CHECKPOINT_PREFIX) : -len(CHECKPOINT_SUFFIX)]
-        if name.startswith(CHECKPOINT_PREFIX) and name.endswith(CHECKPOINT_SUFFIX) and middle.isdigit():
-            found.append((int(middle), os.path.join(checkpoint_dir, name)))
-    return sorted(found)
-
-
-def write_json_atomic(path: str, data: dict) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-
-
-def read_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise ZooError(f"{path} not found") from None
-    except json.JSONDecodeError as err:
-        raise ZooError(f"{path} is not valid JSON: {err}") from None
 
 
 @dataclass
