@@ -24,6 +24,7 @@ import pytest
 import tensorflow as tf
 
 from zoo.data import (
+    catalog,
     count_eval_tokens,
     dataset_path,
     encode,
@@ -31,7 +32,6 @@ from zoo.data import (
     labelled_texts,
     load_corpus,
     pipelines,
-    sources,
     steps_per_epoch,
     training_dataset,
     translation_pairs,
@@ -160,7 +160,7 @@ def test_sst2_counts_and_labels():
 
 @needs_mirror
 def test_mirror_files_pass_their_checksums():
-    for name, spec in sources.DATASETS.items():
+    for name, spec in catalog.DATASETS.items():
         for data_file in spec.files:
             path = dataset_path(name, data_file.filename)
             assert path == os.path.join(MIRROR, name, data_file.filename)
@@ -233,14 +233,14 @@ def server(tmp_path):
 
 def _patch_files(monkeypatch, name: str, **changes_by_file):
     """Replace some of a registered dataset's DataFile fields (url, sha256...) for this test."""
-    spec = sources.DATASETS[name]
+    spec = catalog.DATASETS[name]
     files = tuple(
         dataclasses.replace(f, **changes_by_file[f.filename])
         if f.filename in changes_by_file
         else f
         for f in spec.files
     )
-    monkeypatch.setitem(sources.DATASETS, name, dataclasses.replace(spec, files=files))
+    monkeypatch.setitem(catalog.DATASETS, name, dataclasses.replace(spec, files=files))
 
 
 def _sha256(data: bytes) -> str:

@@ -1,6 +1,8 @@
 """Datasets, corpora, training windows and ``tf.data`` pipelines.
 
-``sources``: the dataset registry, mirror / cache / download of files, ``load_corpus``.
+``catalog``: the named datasets (``dataset:NAME``): their files, URLs and sha256 digests.
+``download``: a dataset file from the mirror (``$ZOO_DATA_DIR``), the cache or its public URL.
+``corpus``: reading text (datasets' splits, files, directories): ``load_corpus`` and ``Corpus``.
 ``windows``: a causal LM's training and evaluation windows in NumPy (every backend).
 ``pipelines``: ``encode`` a corpus split with a tokenizer, then ``tf.data`` datasets.
 ``prepared``: token ids tokenized once into shards (``zoo prepare``).
@@ -13,22 +15,17 @@ from __future__ import annotations
 
 import importlib
 
-from zoo.data.sources import (
-    DATASETS,
+from zoo.data.catalog import DATASETS, DataFile, DatasetSpec, get_dataset, list_datasets
+from zoo.data.corpus import (
     Corpus,
-    DataFile,
-    DatasetSpec,
-    cache_dir,
     dataset_lines,
-    dataset_path,
-    get_dataset,
     labelled_texts,
-    list_datasets,
     load_corpus,
     split_stream,
     stream_text,
     translation_pairs,
 )
+from zoo.data.download import cache_dir, dataset_path
 
 _LAZY = {
     **dict.fromkeys(

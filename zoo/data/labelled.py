@@ -22,7 +22,8 @@ import os
 
 import numpy as np
 
-from zoo.data.sources import DATASET_PREFIX, labelled_texts
+from zoo.data.catalog import DATASET_PREFIX
+from zoo.data.corpus import labelled_texts
 from zoo.errors import ZooError
 
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target")

@@ -156,7 +156,7 @@ def pack_sentences(lines: tf.RaggedTensor, seq_len: int) -> np.ndarray:
         current.append(SEP_ID)
     if len(current) > 1:
         rows.append(np.asarray(current, np.int32))
-    packed = np.zeros([len(rows), seq_len], np.int32)
+    packed = np.full([len(rows), seq_len], PAD_ID, np.int32)
     for i, row in enumerate(rows):
         packed[i, : row.size] = row
     return packed
@@ -166,8 +166,9 @@ def mask_tokens(token_ids, seed, mask_id: int, rate: float = MASK_RATE,
                 mask_fraction: float = MASK_REPLACE, random_fraction: float = RANDOM_REPLACE):
     """BERT's dynamic masking of int32 ids ``(B, T)`` with a stateless seed ``[2]`` (int64).
 
-    Returns ``(inputs, labels)``: ``labels = ids`` where selected, 0 elsewhere; ``inputs`` has the
-    selected tokens replaced (see the module docstring). Same ids and seed -> same result.
+    Returns ``(inputs, labels)``: ``labels = ids`` where selected, ``PAD_ID`` (0) elsewhere;
+    ``inputs`` has the selected tokens replaced (see the module docstring). Same ids and seed ->
+    same result.
     """
     token_ids = tf.cast(token_ids, tf.int32)
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)
@@ -180,7 +181,7 @@ def mask_tokens(token_ids, seed, mask_id: int, rate: float = MASK_RATE,
     inputs = tf.where(selected & (action < mask_fraction), mask_id, token_ids)
     use_random = selected & (action >= mask_fraction) & (action < mask_fraction + random_fraction)
     inputs = tf.where(use_random, random_ids, inputs)
-    labels = tf.where(selected, token_ids, tf.zeros_like(token_ids))
+    labels = tf.where(selected, token_ids, PAD_ID)  # PAD_ID: a label the loss ignores
     return inputs, labels
 
 
@@ -217,7 +218,7 @@ def evaluation_dataset(examples: np.ndarray, batch_size: int, mask_id: int,
     if len(examples) < 1:
         raise ZooError("the evaluation split has no text to build masked-LM examples from")
     num_batches = math.ceil(len(examples) / batch_size)
-    filled = np.zeros([num_batches * batch_size, examples.shape[1]], np.int32)
+    filled = np.full([num_batches * batch_size, examples.shape[1]], PAD_ID, np.int32)
     filled[: len(examples)] = examples
     batches = filled.reshape(num_batches, batch_size, examples.shape[1])
     seed_t = tf.constant(int(seed), tf.int64)

@@ -36,20 +36,19 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from zoo.data.pipelines import encode_lines
-from zoo.data.sources import (
+from zoo.data.catalog import (
     DATASET_PREFIX,
     PAIRS,
     STREAM_TRAIN_FRACTION,
     TEST,
     TRAIN,
     VALIDATION,
-    _read_text,
     get_dataset,
-    translation_pairs,
 )
+from zoo.data.corpus import read_text, translation_pairs
+from zoo.data.pipelines import encode_lines
 from zoo.errors import ZooError
-from zoo.tokenizers.base import BOS_ID, EOS_ID, PAD_ID
+from zoo.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
 AUTOTUNE = tf.data.AUTOTUNE
 WIDTH_BUCKET = 16
@@ -78,7 +77,7 @@ class ParallelCorpus:
 
 def _lines(path: str) -> list[str]:
     """A file's lines (a final newline does not start another line), stripped."""
-    lines = _read_text(path).split("\n")
+    lines = read_text(path).split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return [line.strip() for line in lines]
@@ -235,13 +234,13 @@ def _bucket(width, cap: int):
 
 def _gather_rows(flat_t, splits_t, rows, width: int, first: int, keep):
     """``(B, width)`` int32: position ``q`` holds token ``q - first`` of each row while
-    ``0 <= q - first < keep``, 0 elsewhere."""
+    ``0 <= q - first < keep``, ``PAD_ID`` elsewhere."""
     begin = tf.gather(splits_t, rows)[:, None]
     q = tf.range(width, dtype=tf.int64)[None, :] - first
     last = tf.cast(tf.shape(flat_t)[0] - 1, tf.int64)
     tokens = tf.gather(flat_t, tf.clip_by_value(begin + q, 0, last))
     inside = tf.logical_and(q >= 0, q < keep[:, None])
-    return tf.where(inside, tokens, tf.zeros_like(tokens))
+    return tf.where(inside, tokens, PAD_ID)
 
 
 def _make_batch(flat, rows, valid, max_source_length: int, max_target_length: int):

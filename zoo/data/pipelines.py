@@ -21,7 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.data import windows
-from zoo.data.sources import LINES, STREAM, Corpus
+from zoo.data.catalog import LINES, STREAM
+from zoo.data.corpus import Corpus
 from zoo.errors import ZooError
 
 AUTOTUNE = tf.data.AUTOTUNE

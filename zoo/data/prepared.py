@@ -34,7 +34,6 @@ Opening a prepared directory checks every shard's and tokenizer file's sha256 ag
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import math
 import os
@@ -47,8 +46,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoo.data import windows
-from zoo.data.sources import LINES, STREAM, load_corpus
+from zoo.data.catalog import LINES, STREAM
+from zoo.data.corpus import load_corpus
 from zoo.errors import ZooError
+from zoo.files import file_sha256
 
 MANIFEST = "prepared.json"
 PREFIX = "prepared:"
@@ -63,14 +64,6 @@ DTYPE = np.dtype("<i4")
 # --------------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------------
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class _ShardWriter:
@@ -113,7 +106,7 @@ class _ShardWriter:
             final = f"{self.split}-{index:05d}-of-{count:05d}.tfrecord"
             os.replace(os.path.join(self.directory, shard["file"]), os.path.join(self.directory, final))
             shard["file"] = final
-            shard["sha256"] = _sha256(os.path.join(self.directory, final))
+            shard["sha256"] = file_sha256(os.path.join(self.directory, final))
         return self.shards
 
 
@@ -123,7 +116,7 @@ def _write_array(directory: str, name: str, array: np.ndarray) -> dict:
     path = os.path.join(directory, name)
     with tf.io.TFRecordWriter(path) as writer:
         writer.write(np.ascontiguousarray(array, dtype=DTYPE).tobytes())
-    return {"file": name, "count": int(array.size), "sha256": _sha256(path)}
+    return {"file": name, "count": int(array.size), "sha256": file_sha256(path)}
 
 
 def _stream_pieces(tokenizer, text: str):
@@ -177,7 +170,7 @@ def prepare(
         tok = train_tokenizer(tokenizer, corpus.training_texts(), vocab_size=size)
         tok.save(os.path.join(work, TOKENIZER_DIR))
         tokenizer_files = {
-            name: _sha256(os.path.join(work, TOKENIZER_DIR, name))
+            name: file_sha256(os.path.join(work, TOKENIZER_DIR, name))
             for name in sorted(os.listdir(os.path.join(work, TOKENIZER_DIR)))
         }
         splits = {}
@@ -292,7 +285,7 @@ class PreparedData:
     @property
     def digest(self) -> str:
         """sha256 of the manifest, which holds every shard's sha256: the data's identity."""
-        return _sha256(os.path.join(self.path, MANIFEST))
+        return file_sha256(os.path.join(self.path, MANIFEST))
 
     def tokenizer(self):
         from zoo.tokenizers import load_tokenizer
@@ -331,7 +324,7 @@ class PreparedData:
         for path, expected in self.files():
             if not os.path.isfile(path):
                 raise ZooError(f"{path} is missing from the prepared data in {self.path}")
-            actual = _sha256(path)
+            actual = file_sha256(path)
             if actual != expected:
                 raise ZooError(
                     f"{path} does not match the sha256 in {MANIFEST} (expected {expected}, "

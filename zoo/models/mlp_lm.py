@@ -4,8 +4,8 @@
     h = tanh(H·x + d)                               hidden layer(s)
     P(w_{i+1} | w_{i-n+1..i}) = softmax(U·h + W·x + b)   (W·x: the optional direct connections)
 
-Positions before the start of the text see the padding id 0. The decoding cache is the window of
-the last ``context_size - 1`` token ids.
+Positions before the start of the text see the padding id (``PAD_ID``, 0). The decoding cache is
+the window of the last ``context_size - 1`` token ids.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from keras import ops
 
 from zoo.models.base import CausalLM
 from zoo.models.registry import ModelSpec, register
+from zoo.special_tokens import PAD_ID
 
 
 @dataclass(frozen=True)
@@ -103,11 +104,11 @@ class MLPLM(CausalLM):
 
     def call(self, token_ids, training=None):
         token_ids = ops.cast(token_ids, "int32")
-        pad = ops.zeros((ops.shape(token_ids)[0], self.context_size - 1), "int32")
+        pad = ops.full((ops.shape(token_ids)[0], self.context_size - 1), PAD_ID, "int32")
         return self._logits_from_padded(ops.concatenate([pad, token_ids], axis=1), training=training)
 
     def init_cache(self, batch_size, max_length=None):
-        return ops.zeros((batch_size, self.context_size - 1), "int32")
+        return ops.full((batch_size, self.context_size - 1), PAD_ID, "int32")
 
     def call_with_cache(self, token_ids, cache, index=None):
         padded = ops.concatenate([cache, ops.cast(token_ids, "int32")], axis=1)

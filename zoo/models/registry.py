@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import keras
 
 from zoo.errors import ZooError
+from zoo.special_tokens import NUM_SPECIAL
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,10 @@ def build_model(name: str, vocab_size: int, preset: str = "tiny", **overrides) -
     Example:
         >>> model = build_model("transformer_lm", vocab_size=65, preset="tiny", num_layers=2)
     """
-    if int(vocab_size) < 5:
-        raise ZooError(f"vocab_size must be at least 5 (4 reserved ids). Received: {vocab_size}")
+    if int(vocab_size) < NUM_SPECIAL + 1:
+        raise ZooError(
+            f"vocab_size must be at least {NUM_SPECIAL + 1} ({NUM_SPECIAL} reserved ids). "
+            f"Received: {vocab_size}"
+        )
     config = make_config(name, preset, **overrides)
     return get_spec(name).builder(int(vocab_size), config)

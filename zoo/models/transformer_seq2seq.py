@@ -21,7 +21,7 @@ from keras import ops
 
 from zoo.layers import TokenAndPositionEmbedding, TransformerBlock, TransformerDecoderBlock
 from zoo.models.registry import ModelSpec, register
-from zoo.special_tokens import BOS_ID, EOS_ID, PAD_ID
+from zoo.special_tokens import BOS_ID, EOS_ID, NUM_SPECIAL, PAD_ID
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,9 @@ class TransformerSeq2SeqConfig:
             raise ValueError(f"position must be learned or sinusoidal. Received: {self.position!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1). Received: {self.dropout}")
-        if self.source_vocab_size != 0 and self.source_vocab_size < 5:
+        if self.source_vocab_size != 0 and self.source_vocab_size < NUM_SPECIAL + 1:
             raise ValueError(
-                f"source_vocab_size must be 0 (the target's) or >= 5. Received: "
+                f"source_vocab_size must be 0 (the target's) or >= {NUM_SPECIAL + 1}. Received: "
                 f"{self.source_vocab_size}"
             )
 

@@ -58,7 +58,10 @@ class SentencePieceTokenizer(Tokenizer):
         expected = {PAD_ID: processor.pad_id(), UNK_ID: processor.unk_id()}
         expected.update({BOS_ID: processor.bos_id(), EOS_ID: processor.eos_id()})
         if any(got != want for want, got in expected.items()):
-            raise ZooError("sentencepiece tokenizer: the model must use pad=0 unk=1 bos=2 eos=3")
+            raise ZooError(
+                f"sentencepiece tokenizer: the model must use pad={PAD_ID} unk={UNK_ID} "
+                f"bos={BOS_ID} eos={EOS_ID}"
+            )
         self._model_type = _model_type_name(self._model_proto)
         self._sentencepiece = tf_text.SentencepieceTokenizer(
             model=self._model_proto, out_type=tf.int32
