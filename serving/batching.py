@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from .errors import Code, ServingError, from_exception, invalid_argument
+from .observers import notify
 
 __all__ = [
     "BatchScheduler",
@@ -376,11 +377,7 @@ class BatchScheduler:
             for task in tasks:
                 task.done.set()
         queuing = [started - t.enqueued for t in tasks]
-        for observer in list(self.observers):
-            try:
-                observer(queue.labels[0], queue.labels[1], batch.size, padded, queuing)
-            except Exception:
-                log.exception("batch observer failed")
+        notify(self.observers, queue.labels[0], queue.labels[1], batch.size, padded, queuing, what="batch observer")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -39,6 +39,15 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from zoo.export_contract import (
+    DEFAULT_SERVING_SIGNATURE,
+    GENERATE_SIGNATURE,
+    GENERATE_STREAM_METHOD,
+    MAX_MESSAGE_LENGTH,
+    SCORE_SIGNATURE,
+    SIGNATURE_DEF_FIELD,
+)
+
 __all__ = ["GrpcClient", "RestClient", "ServingClientError"]
 
 _NUMPY_DTYPES = {
@@ -112,12 +121,15 @@ class _Client:
     # subclasses implement these
     def predict(self, model: str, inputs: Mapping[str, object], signature_name: str | None = None,
                 version: int | None = None) -> dict[str, np.ndarray]:
+        """Run a signature on named inputs; returns the outputs by alias as numpy arrays."""
         raise NotImplementedError
 
     def metadata(self, model: str, version: int | None = None) -> dict:
+        """The model's metadata as TF Serving's REST JSON (a dict)."""
         raise NotImplementedError
 
     def status(self, model: str, version: int | None = None) -> dict:
+        """The model's version status as TF Serving's REST JSON (a dict)."""
         raise NotImplementedError
 
     def signature(self, model: str, signature_name: str | None = None, version: int | None = None,
@@ -128,10 +140,10 @@ class _Client:
             sigs = None if refresh else self._signatures.get(key)
         if sigs is None:
             meta = self.metadata(model, version)
-            sigs = meta["metadata"]["signature_def"]["signature_def"]
+            sigs = meta["metadata"][SIGNATURE_DEF_FIELD]["signature_def"]
             with self._lock:
                 self._signatures[key] = sigs
-        name = signature_name or "serving_default"
+        name = signature_name or DEFAULT_SERVING_SIGNATURE
         if name not in sigs and not refresh:
             return self.signature(model, signature_name, version, refresh=True)
         return sigs.get(name, {})
@@ -162,7 +174,7 @@ class _Client:
             "top_p": np.full([n], top_p, np.float32),
             "seed": np.full([n], seed, np.int64),
         }
-        out = self.predict(model, inputs, signature_name="generate", version=version)
+        out = self.predict(model, inputs, signature_name=GENERATE_SIGNATURE, version=version)
         texts = [_as_bytes(t).decode("utf-8", "replace") for t in out["text"].reshape(-1).tolist()]
         return texts[0] if single else texts
 
@@ -175,7 +187,7 @@ class _Client:
         single = isinstance(texts, (str, bytes))
         rows = [texts] if single else list(texts)
         out = self.predict(model, {"text": _string_array(rows) if rows else np.empty([0], dtype=object)},
-                           signature_name="score", version=version)
+                           signature_name=SCORE_SIGNATURE, version=version)
         result = [
             {
                 "log_likelihood": float(out["log_likelihood"][i]),
@@ -220,6 +232,16 @@ def _map_strings(value):
     return _as_bytes(value)
 
 
+def _http_error(exc: urllib.error.HTTPError) -> ServingClientError:
+    """The server's error answer as a ServingClientError: the ``error`` of its JSON body, else the body."""
+    raw = exc.read()
+    try:
+        message = json.loads(raw.decode("utf-8", "surrogateescape"))["error"]
+    except (ValueError, KeyError, TypeError):
+        message = raw.decode("utf-8", "replace") or exc.reason
+    return ServingClientError(str(message), http_status=exc.code)
+
+
 class RestClient(_Client):
     """TF Serving's REST API over HTTP (``urllib``); ``url`` like ``http://127.0.0.1:8501``."""
 
@@ -246,15 +268,11 @@ class RestClient(_Client):
             with urllib.request.urlopen(req, timeout=self.timeout) as response:  # noqa: S310 - http(s) URL
                 raw = response.read()
         except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                message = json.loads(raw.decode("utf-8", "surrogateescape"))["error"]
-            except (ValueError, KeyError, TypeError):
-                message = raw.decode("utf-8", "replace") or exc.reason
-            raise ServingClientError(str(message), http_status=exc.code) from None
+            raise _http_error(exc) from None
         return json.loads(raw.decode("utf-8", "surrogateescape"))
 
     def predict(self, model, inputs, signature_name=None, version=None):
+        """``POST .../:predict`` (columnar ``inputs``); see :meth:`_Client.predict`."""
         dtypes = self._input_dtypes(model, signature_name, version)
         body: dict = {"inputs": {k: _to_json_value(_coerce_input(v, dtypes.get(k))) for k, v in inputs.items()}}
         if signature_name:
@@ -269,6 +287,7 @@ class RestClient(_Client):
         return {k: _from_json_value(v, out_info.get(k, {}).get("dtype")) for k, v in outputs.items()}
 
     def metadata(self, model, version=None):
+        """``GET .../metadata``."""
         return self.request("GET", self._path(model, version) + "/metadata")
 
     def generate_stream(self, model: str, prompt: str, max_new_tokens: int | None = None,
@@ -292,12 +311,7 @@ class RestClient(_Client):
         try:
             response = urllib.request.urlopen(req, timeout=self.timeout)  # noqa: S310 - http(s) URL
         except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                message = json.loads(raw.decode("utf-8", "surrogateescape"))["error"]
-            except (ValueError, KeyError, TypeError):
-                message = raw.decode("utf-8", "replace") or exc.reason
-            raise ServingClientError(str(message), http_status=exc.code) from None
+            raise _http_error(exc) from None
         with response:
             event, data = "message", []
             for raw_line in response:
@@ -316,6 +330,7 @@ class RestClient(_Client):
                     event, data = "message", []
 
     def status(self, model, version=None):
+        """``GET /v1/models/{model}[/versions/{version}]``."""
         return self.request("GET", self._path(model, version))
 
 
@@ -329,8 +344,6 @@ class GrpcClient(_Client):
     def __init__(self, target: str, timeout: float = 60.0, channel=None):
         import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
-
-        from .grpc_server import MAX_MESSAGE_LENGTH
 
         super().__init__()
         self.target = target
@@ -347,6 +360,7 @@ class GrpcClient(_Client):
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
 
     def close(self) -> None:
+        """Close the channel if this client opened it."""
         if self._own_channel:
             self.channel.close()
 
@@ -373,6 +387,7 @@ class GrpcClient(_Client):
             spec.signature_name = signature_name
 
     def predict(self, model, inputs, signature_name=None, version=None, output_filter: Sequence[str] = ()):
+        """``PredictionService.Predict``; see :meth:`_Client.predict` (``output_filter`` picks outputs)."""
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 
@@ -390,21 +405,23 @@ class GrpcClient(_Client):
         return {alias: tf.make_ndarray(proto) for alias, proto in response.outputs.items()}
 
     def metadata(self, model, version=None):
+        """``GetModelMetadata`` converted to the REST API's JSON."""
         from google.protobuf import json_format
         from tensorflow_serving.apis import get_model_metadata_pb2
 
-        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[SIGNATURE_DEF_FIELD])
         self._spec(request.model_spec, model, version)
         response = self._call(self.prediction.GetModelMetadata, request)
         sigs = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata["signature_def"].Unpack(sigs)
+        response.metadata[SIGNATURE_DEF_FIELD].Unpack(sigs)
         opts = {"preserving_proto_field_name": True, "always_print_fields_with_no_presence": True}
         return {
             "model_spec": json_format.MessageToDict(response.model_spec, **opts),
-            "metadata": {"signature_def": json_format.MessageToDict(sigs, **opts)},
+            "metadata": {SIGNATURE_DEF_FIELD: json_format.MessageToDict(sigs, **opts)},
         }
 
     def status(self, model, version=None):
+        """``ModelService.GetModelStatus`` converted to the REST API's JSON."""
         from google.protobuf import json_format
         from tensorflow_serving.apis import get_model_status_pb2
 
@@ -422,8 +439,6 @@ class GrpcClient(_Client):
         import grpc
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
-
-        from .grpc_streaming import GENERATE_STREAM_METHOD
 
         request = predict_pb2.PredictRequest()
         self._spec(request.model_spec, model, version)

@@ -24,8 +24,9 @@ Errors carry TF Serving's canonical codes and texts (shared with the REST front 
 characters is cut and ends in ``...TRUNCATED`` (grpc_status_util.cc).  Messages may be up to
 INT32_MAX bytes each way (server.cc).  Unlike TF Serving, an input ``TensorProto`` whose shape asks
 for far more elements than it carries (TF fills the rest with the last value) is refused once the
-filled tensor would pass :data:`MAX_FILLED_TENSOR_BYTES`, so a tiny request cannot make the
-server allocate gigabytes.
+filled tensor would pass :data:`serving.grpc_common.MAX_FILLED_TENSOR_BYTES`, so a tiny request
+cannot make the server allocate gigabytes.  The codec, the error texts and the servicers' base
+class are in :mod:`serving.grpc_common`.
 
 Only ``ModelServer`` (:mod:`serving.server`) starts this normally; in-process::
 
@@ -36,7 +37,6 @@ Only ``ModelServer`` (:mod:`serving.server`) starts this normally; in-process::
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import os
@@ -44,9 +44,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
+from typing import Any
 
 import grpc
-import numpy as np
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -59,8 +59,25 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from zoo.export_contract import (
+    CLASSIFY_METHOD,
+    DEFAULT_SERVING_SIGNATURE,
+    MAX_MESSAGE_LENGTH,
+    REGRESS_METHOD,
+    SIGNATURE_DEF_FIELD,
+)
+
 from .config import ConfigError, ModelConfig, parse_model_server_config
 from .errors import Code, ServingError, from_exception, invalid_argument
+from .grpc_common import (
+    Observer,
+    ServicerBase,
+    ndarray_to_tensor_proto,
+    require_spec,
+    tensor_proto_to_ndarray,
+    truncate_message,
+)
+from .grpc_streaming import GenerationServicer
 from .manager import ServableManager
 from .predict import (
     RequestLimits,
@@ -70,170 +87,16 @@ from .predict import (
     regress,
     resolve_signature,
 )
-from .servable import CLASSIFY_METHOD, DEFAULT_SERVING_SIGNATURE, REGRESS_METHOD, Servable
 
 __all__ = [
-    "ERROR_MESSAGE_LIMIT",
-    "GrpcRequestRecord",
     "GrpcServer",
-    "MAX_FILLED_TENSOR_BYTES",
-    "MAX_MESSAGE_LENGTH",
     "ModelServicer",
     "PredictionServicer",
-    "ndarray_to_tensor_proto",
-    "tensor_proto_to_ndarray",
-    "truncate_message",
 ]
 
 log = logging.getLogger("serving")
 
-MAX_MESSAGE_LENGTH = 2**31 - 1  # tensorflow::kint32max, TF Serving's SetMaxMessageSize
-ERROR_MESSAGE_LIMIT = 1024  # grpc_status_util.cc kErrorMessageLimit
-MAX_FILLED_TENSOR_BYTES = 256 * 1024 * 1024
-SIGNATURE_DEF_FIELD = "signature_def"  # get_model_metadata_impl.cc kSignatureDef
 DEFAULT_RELOAD_WAIT_S = 300.0
-
-
-def truncate_message(message: str) -> str:
-    """grpc_status_util.cc ToGRPCStatus: keep 1024 bytes, then ``...TRUNCATED``."""
-    raw = message.encode("utf-8", "surrogateescape")
-    if len(raw) <= ERROR_MESSAGE_LIMIT:
-        return message
-    return raw[:ERROR_MESSAGE_LIMIT].decode("utf-8", "ignore") + "...TRUNCATED"
-
-
-# ----------------------------------------------------------------------------------------------
-# TensorProto <-> numpy
-
-
-def _dtype_fields() -> dict[int, str]:
-    from tensorflow.core.framework import types_pb2 as t
-
-    return {
-        t.DT_FLOAT: "float_val",
-        t.DT_DOUBLE: "double_val",
-        t.DT_INT32: "int_val",
-        t.DT_INT16: "int_val",
-        t.DT_INT8: "int_val",
-        t.DT_UINT8: "int_val",
-        t.DT_UINT16: "int_val",
-        t.DT_INT64: "int64_val",
-        t.DT_UINT32: "uint32_val",
-        t.DT_UINT64: "uint64_val",
-        t.DT_BOOL: "bool_val",
-        t.DT_STRING: "string_val",
-        t.DT_HALF: "half_val",
-        t.DT_BFLOAT16: "half_val",
-        t.DT_COMPLEX64: "scomplex_val",
-        t.DT_COMPLEX128: "dcomplex_val",
-    }
-
-
-@functools.lru_cache(maxsize=1)
-def _fields() -> dict[int, str]:
-    return _dtype_fields()
-
-
-def ndarray_to_tensor_proto(value):
-    """A numpy array (or anything ``np.asarray`` takes) as a TensorProto with typed value fields.
-
-    Mirrors ``Tensor::AsProtoField`` (what TF Serving's Predict writes): ``float_val``,
-    ``int64_val``, ``string_val``... rather than ``tensor_content``; other dtypes fall back to
-    ``tf.make_tensor_proto``.
-    """
-    import tensorflow as tf
-
-    if hasattr(value, "numpy"):
-        value = value.numpy()
-    arr = np.asarray(value)
-    if arr.dtype.kind == "U":
-        arr = np.array([s.encode("utf-8") for s in arr.reshape(-1).tolist()], dtype=object).reshape(arr.shape)
-    if arr.dtype.kind in ("O", "S"):
-        dtype = tf.string
-    else:
-        try:
-            dtype = tf.as_dtype(arr.dtype)
-        except TypeError:
-            return tf.make_tensor_proto(arr)
-    field = _fields().get(dtype.as_datatype_enum)
-    if field is None:
-        return tf.make_tensor_proto(arr)
-    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
-
-    proto = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum)
-    proto.tensor_shape.CopyFrom(
-        tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in arr.shape])
-    )
-    flat = arr.reshape(-1)
-    if flat.size == 0:
-        return proto
-    if dtype == tf.string:
-        proto.string_val.extend(
-            v if isinstance(v, bytes) else (v.encode("utf-8") if isinstance(v, str) else bytes(v)) for v in flat.tolist()
-        )
-    elif field == "half_val":
-        proto.half_val.extend(flat.view(np.uint16).astype(np.int32).tolist())
-    elif field == "scomplex_val":
-        proto.scomplex_val.extend(flat.astype(np.complex64).view(np.float32).tolist())
-    elif field == "dcomplex_val":
-        proto.dcomplex_val.extend(flat.astype(np.complex128).view(np.float64).tolist())
-    else:
-        getattr(proto, field).extend(flat.tolist())
-    return proto
-
-
-def _values_sent(proto, dtype) -> int:
-    if proto.tensor_content:
-        return len(proto.tensor_content) // max(1, dtype.size)
-    field = _fields().get(proto.dtype)
-    if field is None:
-        return 0
-    count = len(getattr(proto, field))
-    return count // 2 if field in ("scomplex_val", "dcomplex_val") else count
-
-
-def tensor_proto_to_ndarray(proto, alias: str = "", max_filled_bytes: int = MAX_FILLED_TENSOR_BYTES) -> np.ndarray:
-    """``tf.make_ndarray`` with TF Serving's error for a proto it cannot parse.
-
-    Raises INVALID_ARGUMENT ``tensor parsing error: ALIAS`` (predict_util.cc) for a bad dtype,
-    shape or value count, and refuses (same code) a proto whose missing values would be filled
-    into more than ``max_filled_bytes``.
-    """
-    import tensorflow as tf
-
-    try:
-        dtype = tf.dtypes.as_dtype(proto.dtype)
-        if proto.dtype == 0 or proto.tensor_shape.unknown_rank:
-            raise ValueError("no dtype or shape")
-        dims = [int(d.size) for d in proto.tensor_shape.dim]
-        if any(d < 0 for d in dims):
-            raise ValueError("negative dimension")
-        n = int(np.prod(dims, dtype=np.float64)) if dims else 1
-        sent = _values_sent(proto, dtype)
-        if n > sent:
-            if dtype == tf.string:
-                item = max(8, max((len(s) for s in proto.string_val[-1:]), default=0) + 8)
-            else:
-                item = max(1, dtype.size)
-            if n * item > max_filled_bytes:
-                raise invalid_argument(
-                    f"tensor parsing error: {alias}: its shape {dims} asks for {n} elements but "
-                    f"{sent} were sent; filling the rest would pass {max_filled_bytes} bytes"
-                )
-        if sent > n and not proto.tensor_content:
-            # Tensor::FromProto ignores values past the shape's element count.
-            field = _fields()[proto.dtype]
-            trimmed = type(proto)()
-            trimmed.CopyFrom(proto)
-            keep = n * 2 if field in ("scomplex_val", "dcomplex_val") else n
-            del getattr(trimmed, field)[keep:]
-            proto = trimmed
-        arr = tf.make_ndarray(proto)
-    except ServingError:
-        raise
-    except Exception as exc:
-        raise invalid_argument(f"tensor parsing error: {alias}") from exc
-    return arr
 
 
 def _input_value(proto, alias: str):
@@ -253,19 +116,6 @@ def _input_value(proto, alias: str):
 
 # ----------------------------------------------------------------------------------------------
 # servicers
-
-
-@dataclasses.dataclass(frozen=True)
-class GrpcRequestRecord:
-    """What an observer (e.g. metrics) learns about each RPC."""
-
-    api: str  # Predict | Classify | Regress | MultiInference | GetModelMetadata | GetModelStatus | ...
-    model_name: str
-    code: Code
-    latency_s: float
-
-
-Observer = Callable[[GrpcRequestRecord], None]
 
 
 def _model_name_of(request) -> str:
@@ -306,38 +156,6 @@ def _rpc(api: str):
     return wrap
 
 
-class _Base:
-    limits: RequestLimits | None = None  # --max_prompt_bytes / --max_new_tokens_limit
-
-    def __init__(self, manager: ServableManager, observers: list[Observer]):
-        self.manager = manager
-        self._observers = observers
-
-    def _observe(self, api: str, model: str, code: Code, latency: float) -> None:
-        record = GrpcRequestRecord(api, model, code, latency)
-        for fn in list(self._observers):
-            try:
-                fn(record)
-            except Exception:
-                log.exception("gRPC request observer failed")
-
-    def servable_for(self, spec) -> Servable:
-        """ServerCore::GetServableRequestFromModelSpec + GetServableHandle."""
-        if not spec.name:
-            raise invalid_argument("ModelSpec has no name specified.")
-        choice = spec.WhichOneof("version_choice")
-        if choice == "version":
-            return self.manager.get_servable(spec.name, version=int(spec.version.value))
-        if choice == "version_label":
-            return self.manager.get_servable(spec.name, label=spec.version_label)
-        return self.manager.get_servable(spec.name)
-
-
-def _require_spec(request) -> None:
-    if not request.HasField("model_spec"):
-        raise invalid_argument("Missing ModelSpec")
-
-
 def _response_spec(out, name: str, version: int, signature_name: str | None) -> None:
     """util.cc MakeModelSpec: name, version, and the signature ('' -> serving_default)."""
     out.Clear()
@@ -361,12 +179,13 @@ def _fill_regression(result, values) -> None:
         result.regressions.add().value = float(value)
 
 
-class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceServicer):
+class PredictionServicer(ServicerBase, prediction_service_pb2_grpc.PredictionServiceServicer):
     """``tensorflow.serving.PredictionService`` on a :class:`ServableManager`."""
 
     @_rpc("Predict")
     def Predict(self, request, context):  # noqa: N802 - gRPC method name
-        _require_spec(request)
+        """predict_util.cc: run the named signature on the request's tensors."""
+        require_spec(request)
         servable = self.servable_for(request.model_spec)
         sig = resolve_signature(servable, request.model_spec.signature_name)
         if set(request.inputs) == set(sig.inputs):
@@ -384,7 +203,8 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
 
     @_rpc("GetModelMetadata")
     def GetModelMetadata(self, request, context):  # noqa: N802
-        _require_spec(request)
+        """get_model_metadata_impl.cc: the servable's SignatureDefMap."""
+        require_spec(request)
         if not request.metadata_field:
             raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
         response = get_model_metadata_pb2.GetModelMetadataResponse()
@@ -397,29 +217,28 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
             response.metadata[SIGNATURE_DEF_FIELD].Pack(servable.signature_def_map())
         return response
 
-    @_rpc("Classify")
-    def Classify(self, request, context):  # noqa: N802
-        _require_spec(request)
+    def _on_examples(self, request: Any, run: Callable[..., Any], response: Any,
+                     fill: Callable[[Any, Any], None]) -> Any:
+        """Classify and Regress: run ``run`` on the request's tf.Examples, ``fill`` the response's result."""
+        require_spec(request)
         servable = self.servable_for(request.model_spec)
         examples, ctx = examples_from_input_proto(request.input)
-        rows = classify(servable, request.model_spec.signature_name, examples, ctx)
-        response = classification_pb2.ClassificationResponse()
+        result = run(servable, request.model_spec.signature_name, examples, ctx)
         _response_spec(response.model_spec, request.model_spec.name, servable.version,
                        request.model_spec.signature_name)
-        _fill_classification(response.result, rows)
+        fill(response.result, result)
         return response
+
+    @_rpc("Classify")
+    def Classify(self, request, context):  # noqa: N802
+        """classifier.cc: (label, score) rows for the request's tf.Examples."""
+        return self._on_examples(request, classify, classification_pb2.ClassificationResponse(),
+                                 _fill_classification)
 
     @_rpc("Regress")
     def Regress(self, request, context):  # noqa: N802
-        _require_spec(request)
-        servable = self.servable_for(request.model_spec)
-        examples, ctx = examples_from_input_proto(request.input)
-        values = regress(servable, request.model_spec.signature_name, examples, ctx)
-        response = regression_pb2.RegressionResponse()
-        _response_spec(response.model_spec, request.model_spec.name, servable.version,
-                       request.model_spec.signature_name)
-        _fill_regression(response.result, values)
-        return response
+        """regressor.cc: one value per tf.Example of the request."""
+        return self._on_examples(request, regress, regression_pb2.RegressionResponse(), _fill_regression)
 
     @_rpc("MultiInference")
     def MultiInference(self, request, context):  # noqa: N802
@@ -467,7 +286,7 @@ class PredictionServicer(_Base, prediction_service_pb2_grpc.PredictionServiceSer
 ReloadFn = Callable[[list[ModelConfig]], None]
 
 
-class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
+class ModelServicer(ServicerBase, model_service_pb2_grpc.ModelServiceServicer):
     """``tensorflow.serving.ModelService``: status and config reload."""
 
     def __init__(self, manager: ServableManager, observers: list[Observer], reload_config: ReloadFn | None = None,
@@ -479,7 +298,8 @@ class ModelServicer(_Base, model_service_pb2_grpc.ModelServiceServicer):
 
     @_rpc("GetModelStatus")
     def GetModelStatus(self, request, context):  # noqa: N802
-        _require_spec(request)
+        """get_model_status_impl.cc: the state of each version of the model (or of one)."""
+        require_spec(request)
         spec = request.model_spec
         version = int(spec.version.value) if spec.WhichOneof("version_choice") == "version" else None
         statuses = self.manager.model_status(spec.name, version)
@@ -566,8 +386,6 @@ class GrpcServer:
         options: Sequence[tuple[str, object]] = (),
         limits: RequestLimits | None = None,
     ):
-        from .grpc_streaming import GenerationServicer
-
         self.manager = manager
         self.host = host
         self.requested_port = int(port)
@@ -590,6 +408,7 @@ class GrpcServer:
 
     @property
     def target(self) -> str:
+        """``host:port`` of the started server (IPv6 hosts in brackets)."""
         if self.port is None:
             raise RuntimeError("the gRPC server is not started")
         host = f"[{self.host}]" if ":" in self.host else self.host

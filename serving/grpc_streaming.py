@@ -41,16 +41,21 @@ import grpc
 import numpy as np
 from tensorflow_serving.apis import predict_pb2
 
+from zoo.export_contract import GENERATE_STREAM, GENERATION_SERVICE
+
 from .errors import Code, ServingError, from_exception, invalid_argument
-from .grpc_server import _Base, ndarray_to_tensor_proto, tensor_proto_to_ndarray, truncate_message
+from .grpc_common import (
+    ServicerBase,
+    ndarray_to_tensor_proto,
+    require_spec,
+    tensor_proto_to_ndarray,
+    truncate_message,
+)
 from .streaming import check_limits, missing_stream_signature, stream_events
 
-__all__ = ["GENERATE_STREAM_METHOD", "SERVICE_NAME", "GenerationServicer", "parse_stream_request"]
+__all__ = ["GenerationServicer", "parse_stream_request"]
 
 log = logging.getLogger("serving")
-
-SERVICE_NAME = "zoo.serving.GenerationService"
-GENERATE_STREAM_METHOD = f"/{SERVICE_NAME}/GenerateStream"
 
 # alias -> (kind, default): "int" inputs need an integer dtype, "float" ones any number.
 _OPTIONAL = {
@@ -114,13 +119,13 @@ def parse_stream_request(request) -> dict:
     return out
 
 
-class GenerationServicer(_Base):
+class GenerationServicer(ServicerBase):
     """``zoo.serving.GenerationService`` on a :class:`serving.manager.ServableManager`."""
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler to pass to ``server.add_generic_rpc_handlers``."""
-        return grpc.method_handlers_generic_handler(SERVICE_NAME, {
-            "GenerateStream": grpc.unary_stream_rpc_method_handler(
+        return grpc.method_handlers_generic_handler(GENERATION_SERVICE, {
+            GENERATE_STREAM: grpc.unary_stream_rpc_method_handler(
                 self.GenerateStream,
                 request_deserializer=predict_pb2.PredictRequest.FromString,
                 response_serializer=predict_pb2.PredictResponse.SerializeToString,
@@ -129,8 +134,7 @@ class GenerationServicer(_Base):
 
     def prepare(self, request):
         """Look the servable up and check the request: (servable, stream request dict)."""
-        if not request.HasField("model_spec"):
-            raise invalid_argument("Missing ModelSpec")
+        require_spec(request)
         servable = self.servable_for(request.model_spec)
         key = missing_stream_signature(servable)
         if key is not None:
@@ -155,6 +159,7 @@ class GenerationServicer(_Base):
         return response
 
     def GenerateStream(self, request, context):  # noqa: N802 - gRPC method name
+        """Yield one ``PredictResponse`` per token; errors end the stream with their status."""
         started = time.monotonic()
         error: ServingError | None = None
         finished = False

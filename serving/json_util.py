@@ -75,28 +75,31 @@ def _innermost_container(text: str, pos: int) -> str:
     return stack[-1] if stack else "["
 
 
+# Python's json error (by prefix) -> RapidJSON's text; the two that depend on the container are
+# (message inside an object, message inside an array).
+_RAPIDJSON_MESSAGES: tuple[tuple[str, str | tuple[str, str]], ...] = (
+    ("Expecting value", "Invalid value."),
+    ("Expecting property name", "Missing a name for object member."),
+    ("Expecting ':'", "Missing a colon after a name of object member."),
+    ("Expecting ',' delimiter",
+     ("Missing a comma or '}' after an object member.", "Missing a comma or ']' after an array element.")),
+    ("Unterminated string", "Missing a closing quotation mark in string."),
+    ("Invalid \\uXXXX", "Incorrect hex digit after \\u escape in string."),
+    ("Invalid \\escape", "Invalid escape character in string."),
+    ("Invalid control character", "Invalid encoding in string."),
+    ("Illegal trailing comma", ("Missing a name for object member.", "Invalid value.")),
+)
+
+
 def _rapidjson_message(text: str, exc: json.JSONDecodeError) -> str:
+    """RapidJSON's message (what TF Serving reports) for a Python json parse error."""
     msg = exc.msg
-    if msg.startswith("Expecting value"):
-        return "Invalid value."
-    if msg.startswith("Expecting property name"):
-        return "Missing a name for object member."
-    if msg.startswith("Expecting ':'"):
-        return "Missing a colon after a name of object member."
-    if msg.startswith("Expecting ',' delimiter"):
-        if _innermost_container(text, exc.pos) == "{":
-            return "Missing a comma or '}' after an object member."
-        return "Missing a comma or ']' after an array element."
-    if msg.startswith("Unterminated string"):
-        return "Missing a closing quotation mark in string."
-    if msg.startswith("Invalid \\uXXXX"):
-        return "Incorrect hex digit after \\u escape in string."
-    if msg.startswith("Invalid \\escape"):
-        return "Invalid escape character in string."
-    if msg.startswith("Invalid control character"):
-        return "Invalid encoding in string."
-    if msg.startswith("Illegal trailing comma"):
-        return "Invalid value." if _innermost_container(text, exc.pos) == "[" else "Missing a name for object member."
+    for prefix, answer in _RAPIDJSON_MESSAGES:
+        if msg.startswith(prefix):
+            if isinstance(answer, str):
+                return answer
+            in_object, in_array = answer
+            return in_object if _innermost_container(text, exc.pos) == "{" else in_array
     return msg + "."
 
 

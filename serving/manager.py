@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .config import ModelConfig
 from .errors import Code, ServingError, from_exception, invalid_argument, not_found
+from .observers import notify
 from .predict import run_warmup
 from .servable import Servable, is_within, load_servable
 
@@ -495,8 +496,4 @@ class ServableManager:
         self._wake.set()
 
     def _emit(self, name: str, version: int, state: State, error: ServingError | None) -> None:
-        for fn in list(self._listeners):
-            try:
-                fn(name, version, state, error)
-            except Exception:
-                log.exception("servable state listener failed")
+        notify(self._listeners, name, version, state, error, what="servable state listener")

@@ -18,24 +18,23 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import Code, ServingError, from_exception, invalid_argument
-from .servable import (
+from zoo.export_contract import (
     CLASSIFY_METHOD,
     DEFAULT_SERVING_SIGNATURE,
+    EXPORT_INFO_PATH,
     PREDICT_METHOD,
     REGRESS_METHOD,
-    Servable,
-    Signature,
-    dtype_string,
-    is_within,
+    WARMUP_PATH,
 )
+
+from .errors import Code, ServingError, from_exception, invalid_argument
+from .servable import Servable, Signature, dtype_string, is_within
 
 __all__ = [
     "DEFAULT_MAX_PROMPT_BYTES",
     "MAX_NEW_TOKENS_ANY",
     "MAX_WARMUP_RECORDS",
     "RequestLimits",
-    "WARMUP_FILE",
     "classify",
     "examples_from_input_proto",
     "predict",
@@ -47,7 +46,6 @@ __all__ = [
 
 log = logging.getLogger("serving")
 
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000
 
 
@@ -162,7 +160,6 @@ def predict(
 # ----------------------------------------------------------------------------------------------
 # request limits for zoo LM exports (--max_prompt_bytes, --max_new_tokens_limit)
 
-ZOO_EXPORT_INFO = os.path.join("assets.extra", "zoo_export.json")
 DEFAULT_MAX_PROMPT_BYTES = 16384
 MAX_NEW_TOKENS_ANY = 2**31 - 1  # a max_new_tokens of INT32_MAX means "as many as allowed"
 
@@ -172,7 +169,7 @@ _info_lock = threading.Lock()
 
 def zoo_export_info(servable) -> dict | None:
     """The servable's ``assets.extra/zoo_export.json`` (None: not a zoo export), cached by mtime."""
-    path = os.path.join(getattr(servable, "path", "") or "", ZOO_EXPORT_INFO)
+    path = os.path.join(getattr(servable, "path", "") or "", EXPORT_INFO_PATH)
     try:
         stamp = os.stat(path).st_mtime_ns
     except (OSError, ValueError):
@@ -413,7 +410,7 @@ def run_warmup(servable: Servable, base_path: str, num_request_iterations: int =
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    path = os.path.join(servable.path, WARMUP_FILE)
+    path = os.path.join(servable.path, WARMUP_PATH)
     if not os.path.exists(path):
         return 0
     if not is_within(path, base_path):

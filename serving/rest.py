@@ -26,11 +26,13 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote
 
+from zoo.export_contract import DEFAULT_SERVING_SIGNATURE
+
 from .errors import ServingError, invalid_argument
 from .json_util import encode_text
 from .manager import ServableManager, VersionStatus
+from .observers import notify
 from .predict import RequestLimits, classify, predict, regress
-from .servable import DEFAULT_SERVING_SIGNATURE
 from .tensors import (
     classify_response_json,
     error_json,
@@ -152,12 +154,7 @@ class RestApp:
 
     def record(self, api: str, model: str, status: int, latency_s: float) -> None:
         """Tell every observer about one finished request."""
-        record = RequestRecord(api, model, status, latency_s)
-        for observer in list(self.observers):
-            try:
-                observer(record)
-            except Exception:
-                log.exception("request observer failed")
+        notify(self.observers, RequestRecord(api, model, status, latency_s), what="request observer")
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

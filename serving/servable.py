@@ -12,20 +12,11 @@ import dataclasses
 import os
 from typing import Any
 
+from zoo.export_contract import SERVE_TAG
+
 from .errors import Code, ServingError, from_exception
 
-SERVE_TAG = "serve"
-DEFAULT_SERVING_SIGNATURE = "serving_default"
-PREDICT_METHOD = "tensorflow/serving/predict"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
-
 __all__ = [
-    "CLASSIFY_METHOD",
-    "DEFAULT_SERVING_SIGNATURE",
-    "PREDICT_METHOD",
-    "REGRESS_METHOD",
-    "SERVE_TAG",
     "Servable",
     "Signature",
     "TensorInfo",

@@ -45,12 +45,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote
 
+from zoo.export_contract import (
+    DETOKENIZE_SIGNATURE,
+    STREAM_REQUIRED_SIGNATURES,
+    STREAM_START_SIGNATURE,
+    STREAM_STEP_SIGNATURE,
+)
+
 from .errors import ServingError, from_exception, invalid_argument
 from .json_util import encode_text
 from .tensors import error_json
 
-__all__ = ["STREAM_ROUTE", "STREAM_SIGNATURES", "StreamingRoute", "TextDeltas", "check_limits", "install",
-           "missing_stream_signature", "stream_events"]
+__all__ = ["STREAM_ROUTE", "StreamingRoute", "TextDeltas", "check_limits", "install", "missing_stream_signature",
+           "stream_events"]
 
 log = logging.getLogger("serving")
 
@@ -132,12 +139,9 @@ def _parse_body(body: bytes) -> dict:
     return out
 
 
-STREAM_SIGNATURES = ("stream_start", "stream_step", "detokenize")
-
-
 def missing_stream_signature(servable) -> str | None:
     """The first of the streaming signatures the servable lacks (None: it can stream)."""
-    for key in STREAM_SIGNATURES:
+    for key in STREAM_REQUIRED_SIGNATURES:
         if servable.signature(key) is None:
             return key
     return None
@@ -170,7 +174,8 @@ def stream_events(servable, request: dict):
         "top_p": tf.constant([request["top_p"]], tf.float32),
         "seed": tf.constant([request["seed"]], tf.int64),
     }
-    out = servable.run("stream_start", {"prompt": tf.constant([request["prompt"].encode("utf-8")]), **settings})
+    prompt = tf.constant([request["prompt"].encode("utf-8")])
+    out = servable.run(STREAM_START_SIGNATURE, {"prompt": prompt, **settings})
     budget = int(out["budget"].numpy()[0])
     wanted = request["max_new_tokens"]
     limit = budget if wanted is None else max(0, min(wanted, budget))
@@ -180,14 +185,14 @@ def stream_events(servable, request: dict):
     while len(ids) < limit and not bool(out["done"].numpy()[0]):
         token = int(out["token_id"].numpy()[0])
         ids.append(token)
-        decoded = servable.run("detokenize", {"token_ids": tf.constant([ids], tf.int32)})["text"]
+        decoded = servable.run(DETOKENIZE_SIGNATURE, {"token_ids": tf.constant([ids], tf.int32)})["text"]
         text = bytes(decoded.numpy()[0]).decode("utf-8", errors="replace")
         yield None, {"text": deltas.update(text), "token_id": token}
         if len(ids) >= limit:
             break
         cache = {key: value for key, value in out.items() if key.startswith("cache_")}
         out = servable.run(
-            "stream_step", {"token_id": out["token_id"], "position": out["position"], **settings, **cache}
+            STREAM_STEP_SIGNATURE, {"token_id": out["token_id"], "position": out["position"], **settings, **cache}
         )
     rest = deltas.finish(text)
     if rest:
@@ -205,11 +210,13 @@ class StreamingRoute:
         self._executor = ThreadPoolExecutor(max_workers=max(1, num_threads), thread_name_prefix="serving-stream")
 
     def close(self) -> None:
+        """Stop the worker threads (running streams are not waited for)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # ---------------------------------------------------------------- decoding (worker thread)
 
     def prepare(self, match: re.Match, body: bytes):
+        """Parse and check a request: (model name, servable, stream request dict)."""
         name = unquote(match.group(1))
         version = None
         if match.group(2):

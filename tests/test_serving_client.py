@@ -3,7 +3,7 @@
 A tiny transformer run is trained, exported with ``export.saved_model`` and served by
 ``ModelServer`` (REST and gRPC on free loopback ports).  Both clients must give the Python API's
 answers: greedy ``generate`` equals ``run.generate(..., strategy="greedy")``, ``score`` equals
-``zoo.evaluation.score_texts``; and they must agree with each other on everything else.
+``zoo.tasks.causal_lm.score_texts``; and they must agree with each other on everything else.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import zoo
 from serving.client import GrpcClient, RestClient, ServingClientError
 from serving.config import ModelConfig, ServerConfig
 from serving.server import ModelServer
-from zoo.evaluation import score_texts
+from zoo.tasks.causal_lm import score_texts
 
 MAX_NEW = 16
 PROMPTS = ["ROMEO:", "First Citizen:\nWe are", "a"]
@@ -68,7 +68,7 @@ def test_sampling_is_seeded_and_the_same_over_both_protocols(served):
 
 
 def test_score_equals_score_texts(served, client):
-    """score signature: log-likelihood and token counts equal zoo.evaluation.score_texts."""
+    """score signature: log-likelihood and token counts equal zoo.tasks.causal_lm.score_texts."""
     run = served[0]
     texts = ["To be, or not to be", "ROMEO:\nGood night.", "x"]
     got = client.score("lm", texts)

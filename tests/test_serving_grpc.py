@@ -43,8 +43,8 @@ from tensorflow_serving.apis import (  # noqa: E402
 )
 
 from serving.config import ModelConfig, ServerConfig, parse_args  # noqa: E402
-from serving.grpc_server import MAX_MESSAGE_LENGTH  # noqa: E402
 from serving.server import ModelServer  # noqa: E402
+from zoo.export_contract import MAX_MESSAGE_LENGTH  # noqa: E402
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -573,7 +573,7 @@ def test_reload_config(store, tmp_path):
 def test_tensor_proto_round_trip(value):
     """Tensor::AsProtoField / FromProto: every dtype a signature can return is written to its
     typed field (no tensor_content) and reads back with the same dtype, shape and values."""
-    from serving.grpc_server import ndarray_to_tensor_proto, tensor_proto_to_ndarray
+    from serving.grpc_common import ndarray_to_tensor_proto, tensor_proto_to_ndarray
 
     proto = ndarray_to_tensor_proto(value)
     assert proto.tensor_content == b""

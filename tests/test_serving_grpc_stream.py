@@ -19,9 +19,9 @@ import export
 import zoo
 from serving.client import GrpcClient, RestClient, ServingClientError
 from serving.config import ModelConfig, ServerConfig
-from serving.grpc_streaming import GENERATE_STREAM_METHOD
 from serving.server import ModelServer
 from tests.serving_models import save_half_plus_two
+from zoo.export_contract import GENERATE_STREAM_METHOD
 
 MAX_NEW = 16
 
