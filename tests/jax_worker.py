@@ -4,8 +4,8 @@ Keras fixes its backend at import). ``python tests/jax_worker.py JOB IN_DIR OUT_
 Jobs:
 * ``families``: every model family builds, runs forward and one ``fit`` step; the forward logits of
   the weights in ``IN_DIR/<name>.weights.h5`` on ``IN_DIR/<name>.inputs.npz``; for the causal
-  families, cached decoding (prefill, then one token at a time) against the full forward pass.
-  Writes ``OUT_DIR/<name>.npz`` and ``OUT_DIR/report.json`` (including ``tensorflow_imported``).
+  families, cached decoding (prefill, then one token at a time) against the full forward pass,
+  and the decoding loop's greedy, seeded-sampling and beam outputs (``decode_outputs``). Writes ``OUT_DIR/<name>.npz`` and ``OUT_DIR/report.json`` (including ``tensorflow_imported``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from decode_cases import decode_outputs  # noqa: E402
 
 import zoo.fitting  # noqa: E402,F401  (the core, imported as a user would)
 import zoo.layers  # noqa: E402,F401
@@ -73,7 +74,8 @@ def families(in_dir: str, out_dir: str) -> None:
         entry = {"logits_shape": list(logits.shape)}
         if hasattr(model, "call_with_cache"):
             entry["cached_vs_full"] = _cached_vs_full(model, data["ids"])
-        np.savez(os.path.join(out_dir, f"{name}.npz"), logits=logits)
+        decoded = decode_outputs(model) if hasattr(model, "call_with_cache") else {}
+        np.savez(os.path.join(out_dir, f"{name}.npz"), logits=logits, **decoded)
         before = [np.array(w) for w in model.trainable_weights]
         entry["fit_loss"] = _fit_one_step(model, name, data)
         entry["weights_changed"] = any(

@@ -606,9 +606,9 @@ def test_exhaustive_beam_matches_brute_force(stop_ids, length_penalty, every_tok
 @pytest.fixture
 def every_token_allowed(monkeypatch):
     """Table models use ids 0..3 as ordinary tokens: lift the <pad>/<bos> suppression."""
-    import zoo.generation.decode as decode
+    import zoo.generation.loop as loop
 
-    monkeypatch.setattr(decode, "SUPPRESSED_TOKEN_IDS", ())
+    monkeypatch.setattr(loop, "SUPPRESSED_TOKEN_IDS", ())
 
 
 def test_small_beam_beats_greedy_on_a_hand_built_table(every_token_allowed):

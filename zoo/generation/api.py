@@ -10,16 +10,16 @@ import tensorflow as tf
 
 from zoo.errors import ZooError
 from zoo.generation.decode import beam_search_ids, default_jit_compile, generate_ids
+from zoo.generation.prompts import PROMPT_BUCKET, dense_rows, prepare_prompts
+from zoo.special_tokens import BOS_ID, UNK_ID
 
-__all__ = ["generate", "STRATEGIES"]
+__all__ = ["generate", "STRATEGIES", "row_seed", "token_rows", "unknown_characters"]
 
 STRATEGIES = ("greedy", "sample", "beam")
-_BOS_ID = 2
-_UNK_ID = 1
 _MASK63 = (1 << 63) - 1
 
 
-def _row_seed(seed: int, row: int) -> int:
+def row_seed(seed: int, row: int) -> int:
     """SplitMix64 of ``(seed, row)``: distinct, well-mixed 63-bit seeds for the rows of a call."""
     z = (seed * 0x9E3779B97F4A7C15 + (row + 1) * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
@@ -54,12 +54,35 @@ def _validate(strategy, max_new_tokens, temperature, top_k, top_p, num_beams, se
         raise ZooError(f"stop must be a non-empty string or None, got {stop!r}")
 
 
-def _unknown_characters(tokenizer, prompt: str) -> list[str]:
+def unknown_characters(tokenizer, prompt: str) -> list[str]:
+    """The characters of ``prompt`` that ``tokenizer`` maps to ``<unk>``."""
     chars = sorted(set(prompt))
     if not chars:
         return []
     ids = tokenizer.tokenize(tf.constant(chars))
-    return [c for c, row in zip(chars, ids.to_list(), strict=True) if _UNK_ID in row]
+    return [c for c, row in zip(chars, ids.to_list(), strict=True) if UNK_ID in row]
+
+
+def token_rows(tokenizer, texts: list[str], *, add_bos: bool = False) -> list[list[int]]:
+    """The prompts' ids as Python lists (``<bos>`` first with ``add_bos``); ``ZooError`` for an
+    empty prompt (without ``add_bos``) and for characters a character tokenizer does not know."""
+    rows = tokenizer.tokenize(tf.constant(texts)).to_list()
+    if getattr(tokenizer, "kind", "") == "char":
+        for row, text in zip(rows, texts, strict=True):
+            if UNK_ID in row:
+                unknown = "".join(unknown_characters(tokenizer, text))
+                raise ZooError(
+                    f"prompt {text!r} contains characters the tokenizer does not know: {unknown!r}"
+                )
+    if add_bos:
+        bos_id = getattr(tokenizer, "bos_id", BOS_ID)
+        if bos_id is None:
+            raise ZooError("add_bos=True, but this tokenizer has no beginning-of-sequence id")
+        rows = [[bos_id, *row] for row in rows]
+    for text, row in zip(texts, rows, strict=True):
+        if not row:
+            raise ZooError(f"empty prompt {text!r}: give at least one token (or use add_bos=True)")
+    return [[int(t) for t in row] for row in rows]
 
 
 def generate(
@@ -113,26 +136,7 @@ def generate(
     if jit_compile is None:
         jit_compile = default_jit_compile()
 
-    ids = tokenizer.tokenize(tf.constant(texts))
-    ids = tf.cast(ids, tf.int32)
-    if add_bos:
-        bos_id = getattr(tokenizer, "bos_id", _BOS_ID)
-        if bos_id is None:
-            raise ZooError("add_bos=True, but this tokenizer has no beginning-of-sequence id")
-        bos = tf.fill([len(texts), 1], tf.constant(bos_id, tf.int32))
-        ids = tf.concat([tf.RaggedTensor.from_tensor(bos), ids], axis=1)
-    lengths = ids.row_lengths().numpy()
-    for text, n in zip(texts, lengths, strict=True):
-        if n == 0:
-            raise ZooError(f"empty prompt {text!r}: give at least one token (or use add_bos=True)")
-    if getattr(tokenizer, "kind", "") == "char":
-        for row, text in zip(ids.to_list(), texts, strict=True):
-            if _UNK_ID in row:
-                unknown = _unknown_characters(tokenizer, text)
-                raise ZooError(
-                    f"prompt {text!r} contains characters the tokenizer does not know: "
-                    f"{''.join(unknown)!r}"
-                )
+    prompt_rows = token_rows(tokenizer, texts, add_bos=add_bos)
 
     max_length = getattr(model, "max_length", None)
     if max_length is not None and max_length < 2:
@@ -149,27 +153,27 @@ def generate(
     if max_length is None or max_new_tokens < max_length:
         # One pass: keep the last (max_length - max_new_tokens) prompt tokens if needed.
         keep = None if max_length is None else max_length - max_new_tokens
-        rows, _ = _decode(model, _keep_last(ids, keep), max_new_tokens, seed, **decode_args)
+        rows, _ = _decode(model, prompt_rows, keep, max_new_tokens, seed, **decode_args)
     else:
         # Longer than the context window: continue in rounds of max_length // 2 new tokens, each
         # round conditioned on the last max_length - max_length // 2 tokens (a sliding window).
         chunk = max_length // 2
-        context = ids
+        context = [list(row) for row in prompt_rows]
         rows = [[] for _ in texts]
         finished = np.zeros(len(texts), bool)
         round_index = 0
         while not finished.all():
             remaining = max_new_tokens - len(rows[int(np.argmin(finished))])
             step = min(chunk, remaining)
-            round_seed = None if seed is None else _row_seed(seed, 10_000 + round_index)
+            round_seed = None if seed is None else row_seed(seed, 10_000 + round_index)
             new, stopped = _decode(
-                model, _keep_last(context, max_length - chunk), step, round_seed, **decode_args
+                model, context, max_length - chunk, step, round_seed, **decode_args
             )
             for b, tokens in enumerate(new):
                 if not finished[b]:
                     rows[b].extend(tokens)
                     finished[b] = stopped[b] or len(rows[b]) >= max_new_tokens
-            context = tf.concat([context, _ragged(new)], axis=1)
+                context[b].extend(tokens)
             round_index += 1
 
     ragged = _ragged(rows)
@@ -194,44 +198,33 @@ def _ragged(rows: list[list[int]]) -> tf.RaggedTensor:
     )
 
 
-def _keep_last(ids: tf.RaggedTensor, keep: int | None) -> tf.RaggedTensor:
-    """Left-truncate every row of ``ids`` to its last ``keep`` tokens."""
-    if keep is None or int(tf.reduce_max(ids.row_lengths())) <= keep:
-        return ids
-    row_lengths = ids.row_lengths()
-    starts = tf.maximum(row_lengths - keep, 0)
-    positions = tf.ragged.range(row_lengths)
-    return tf.ragged.boolean_mask(ids, positions >= starts[:, None])
-
-
-def _decode(model, ids: tf.RaggedTensor, max_new_tokens: int, seed, *, strategy, temperature,
-            top_k, top_p, num_beams, stop_token_ids, jit_compile, suppressed_token_ids=None):
-    """One compiled decoding pass. Returns (new token ids per row, whether each row stopped early)."""
-    prompt_ids = ids.to_tensor(default_value=0)
-    prompt_lengths = tf.cast(ids.row_lengths(), tf.int32)
-    batch = int(prompt_ids.shape[0])
+def _decode(model, rows: list[list[int]], keep: int | None, max_new_tokens: int, seed, *,
+            strategy, temperature, top_k, top_p, num_beams, stop_token_ids, jit_compile,
+            suppressed_token_ids=None):
+    """One compiled decoding pass over the last ``keep`` tokens of every row. Returns (new token
+    ids per row, whether each row stopped early)."""
+    ids, lengths = dense_rows(rows)
+    cap = None if keep is None else keep
+    prompt_ids, prompt_lengths, _ = prepare_prompts(ids, lengths, keep=keep, bucket=PROMPT_BUCKET,
+                                                    max_width=cap)
+    batch = len(rows)
+    common = dict(stop_token_ids=stop_token_ids, jit_compile=jit_compile,
+                  suppressed_token_ids=suppressed_token_ids)
     if strategy == "beam":
-        new_ids, num_new = beam_search_ids(
-            model, prompt_ids, prompt_lengths, max_new_tokens, num_beams,
-            stop_token_ids=stop_token_ids, jit_compile=jit_compile,
-            suppressed_token_ids=suppressed_token_ids,
-        )
+        new_ids, num_new = beam_search_ids(model, prompt_ids, prompt_lengths, max_new_tokens,
+                                           num_beams, **common)
     elif strategy == "sample":
         new_ids, num_new = generate_ids(
             model, prompt_ids, prompt_lengths, max_new_tokens,
-            temperature=tf.fill([batch], float(temperature)),
-            top_k=tf.fill([batch], int(top_k)),
-            top_p=tf.fill([batch], float(top_p)),
-            seeds=tf.constant(np.array([_row_seed(seed, b) for b in range(batch)], np.int64)),
-            stop_token_ids=stop_token_ids, jit_compile=jit_compile,
-            suppressed_token_ids=suppressed_token_ids,
+            temperature=np.full([batch], float(temperature), np.float32),
+            top_k=np.full([batch], int(top_k), np.int32),
+            top_p=np.full([batch], float(top_p), np.float32),
+            seeds=np.array([row_seed(seed, b) for b in range(batch)], np.int64),
+            **common,
         )
     else:
-        new_ids, num_new = generate_ids(
-            model, prompt_ids, prompt_lengths, max_new_tokens,
-            stop_token_ids=stop_token_ids, jit_compile=jit_compile,
-            suppressed_token_ids=suppressed_token_ids,
-        )
-    counts = num_new.numpy()
-    rows = [list(map(int, row[:n])) for row, n in zip(new_ids.numpy(), counts, strict=True)]
-    return rows, counts < max_new_tokens
+        new_ids, num_new = generate_ids(model, prompt_ids, prompt_lengths, max_new_tokens,
+                                        **common)
+    counts = np.asarray(num_new)
+    new_rows = [list(map(int, row[:n])) for row, n in zip(np.asarray(new_ids), counts, strict=True)]
+    return new_rows, counts < max_new_tokens

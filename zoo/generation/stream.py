@@ -1,11 +1,12 @@
 """``stream``: yield a continuation piece by piece as its tokens are produced (``zoo generate
 --stream``).
 
-The prompt is run once through ``call_with_cache``; then every new token costs one compiled
-``call_with_cache`` step on the KV cache / recurrent state. Token choice is the one the compiled
-loop makes (``zoo.generation.decode``: <pad>/<bos> suppressed, greedy or Gumbel-max sampling
-with the row's counter-based noise at the token's absolute position), so the pieces join into
-exactly what ``generate`` returns for the same prompt, settings and seed.
+The prompt is prepared as everywhere else (``zoo.generation.prompts.prepare_prompts``) and run
+once through ``call_with_cache``; then every new token costs one compiled ``loop.feed`` step on
+the KV cache / recurrent state. Token choice is the sampler's (``GreedySampler`` or
+``RandomSampler``: <pad>/<bos> suppressed, Gumbel-max sampling with the row's counter-based noise
+at the token's absolute position), so the pieces join into exactly what ``generate`` returns for
+the same prompt, settings and seed.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import secrets
 from collections.abc import Iterator
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from zoo.errors import ZooError
-from zoo.generation.api import _row_seed, _unknown_characters, _validate
-from zoo.generation.decode import _next_logits
-from zoo.generation.sampling import next_token
-from zoo.tokenizers.base import BOS_ID, UNK_ID
+from zoo.generation.api import _validate, row_seed, token_rows
+from zoo.generation.loop import feed
+from zoo.generation.prompts import dense_rows, prepare_prompts
+from zoo.generation.random_draw import default_words
+from zoo.generation.samplers import GreedySampler, RandomSampler
 
 REPLACEMENT = "\ufffd"  # a piece that ends inside a multi-byte character decodes to this
 
@@ -51,47 +53,40 @@ def stream(
         raise ZooError("beam search cannot stream (its best sequence is known only at the end)")
     if not isinstance(prompt, str):
         raise ZooError("stream takes one prompt string")
-    ids = [int(t) for t in tokenizer.tokenize(tf.constant([prompt]))[0].numpy()]
-    if getattr(tokenizer, "kind", "") == "char" and UNK_ID in ids:
-        unknown = "".join(_unknown_characters(tokenizer, prompt))
-        raise ZooError(f"prompt {prompt!r} contains characters the tokenizer does not know: {unknown!r}")
-    if add_bos:
-        ids = [getattr(tokenizer, "bos_id", BOS_ID), *ids]
-    if not ids:
-        raise ZooError(f"empty prompt {prompt!r}: give at least one token (or use add_bos=True)")
     max_length = getattr(model, "max_length", None)
-    if max_length is not None:
-        if max_new_tokens >= max_length:
-            raise ZooError(
-                f"streaming continues within the context: max_new_tokens={max_new_tokens} must be "
-                f"smaller than the model's max_length={max_length}"
-            )
-        ids = ids[-(max_length - max_new_tokens):]
+    if max_length is not None and max_new_tokens >= max_length:
+        raise ZooError(
+            f"streaming continues within the context: max_new_tokens={max_new_tokens} must be "
+            f"smaller than the model's max_length={max_length}"
+        )
+    ids, lengths = dense_rows(token_rows(tokenizer, [prompt], add_bos=add_bos))
+    keep = None if max_length is None else max_length - max_new_tokens
+    prompt_ids, _, _ = prepare_prompts(ids, lengths, keep=keep)
 
-    sample = strategy == "sample"
-    if sample and seed is None:
-        seed = secrets.randbits(63)
-    settings = (
-        tf.constant([float(temperature) if sample else 0.0]),
-        tf.constant([int(top_k)], tf.int32),
-        tf.constant([float(top_p)]),
-        tf.constant([_row_seed(seed, 0) if sample else 0], tf.int64),
-    )
+    if strategy == "sample":
+        if seed is None:
+            seed = secrets.randbits(63)
+        words = default_words()
+        sampler = RandomSampler(
+            np.array([temperature], np.float32), np.array([top_k], np.int32),
+            np.array([top_p], np.float32), words.seed_input(np.array([row_seed(seed, 0)])),
+            words=words,
+        )
+    else:
+        sampler = GreedySampler()
     stops = {int(t) for t in stop_token_ids}
+    suppressed = getattr(tokenizer, "suppressed_ids", None)
+    step = _step_function(model, suppressed)
 
-    @tf.function(reduce_retracing=True)
-    def step(token_ids, cache, index):
-        logits, cache = model.call_with_cache(token_ids, cache, index)
-        return _next_logits(logits[:, -1, :], getattr(tokenizer, "suppressed_ids", None)), cache
-
-    cache = model.init_cache(1, len(ids) + max_new_tokens)
-    last, cache = step(tf.constant([ids], tf.int32), cache, tf.constant(0, tf.int32))
+    length = int(prompt_ids.shape[1])
+    cache = model.init_cache(1, length + max_new_tokens)
+    last, cache = step(prompt_ids, cache, np.int32(0))
     generated: list[int] = []
     emitted = ""
     hold = len(stop) - 1 if stop else 0
     for k in range(max_new_tokens):
-        position = len(ids) + k
-        token = int(next_token(last, *settings, tf.constant(position, tf.int32)).numpy()[0])
+        position = length + k
+        token = int(np.asarray(sampler.choose(last, np.int32(position)))[0])
         if token in stops:
             break
         generated.append(token)
@@ -105,7 +100,32 @@ def stream(
             yield ready[len(emitted) :]
             emitted = ready
         if k + 1 < max_new_tokens:
-            last, cache = step(tf.constant([[token]], tf.int32), cache, tf.constant(position, tf.int32))
+            last, cache = step(np.array([[token]], np.int32), cache, np.int32(position))
     text = tokenizer.decode(np.array(generated, dtype=np.int32)) if generated else ""
     if len(text) > len(emitted):
         yield text[len(emitted) :]
+
+
+def _step_function(model, suppressed):
+    """``loop.feed`` compiled for the backend: ``tf.function`` or ``jax.jit`` (weights passed
+    in, so a model trained further is seen)."""
+    from zoo.backends import current
+
+    if current() == "jax":
+        import jax
+        import keras
+
+        @jax.jit
+        def jitted(values, token_ids, cache, index):
+            with keras.StatelessScope(state_mapping=list(zip(model.variables, values, strict=True))):
+                return feed(model, token_ids, cache, index, suppressed)
+
+        return lambda token_ids, cache, index: jitted(
+            [v.value for v in model.variables], token_ids, cache, index
+        )
+    import tensorflow as tf
+
+    def run(token_ids, cache, index):
+        return feed(model, ops.convert_to_tensor(token_ids), cache, index, suppressed)
+
+    return tf.function(run, reduce_retracing=True)

@@ -276,33 +276,14 @@ class _CachedDecoder:
         return logits, (self_caches, cross, mask)
 
 
-class _UncachedDecoder:
-    """The reference: every call runs the encoder and the whole decoder on the token history.
+def _uncached_decoder(model: TransformerSeq2Seq, source_ids):
+    """The reference: every call runs the encoder and the whole decoder on the token history
+    (``zoo.generation.loop.UncachedView`` with the source ids as per-row context)."""
+    from zoo.generation.loop import UncachedView
 
-    Its "cache" is ``(target buffer (B, L), source ids (B, S))``: the buffer only remembers the
-    tokens fed so far; nothing computed is kept.
-    """
-
-    built = True
-
-    def __init__(self, model: TransformerSeq2Seq, source_ids):
-        self.model = model
-        self.max_length = model.max_target_length
-        self.source_ids = ops.cast(source_ids, "int32")
-
-    def init_cache(self, batch_size, max_length):
-        return ops.zeros((batch_size, max_length), "int32"), self.source_ids
-
-    def call_with_cache(self, token_ids, cache, index):
-        buffer, source_ids = cache
-        index = ops.cast(index, "int32")
-        n = ops.shape(token_ids)[1]
-        positions = ops.arange(ops.shape(buffer)[1], dtype="int32")  # (L,)
-        spread = ops.take(token_ids, ops.clip(positions - index, 0, n - 1), axis=1)  # (B, L)
-        written = ops.logical_and(positions >= index, positions < index + n)[None, :]
-        buffer = ops.where(written, ops.cast(spread, "int32"), buffer)
-        logits = self.model((source_ids, buffer), training=False)  # (B, L, V)
-        return ops.take(logits, index + ops.arange(n, dtype="int32"), axis=1), (buffer, source_ids)
+    return UncachedView(lambda buffer, source: model((source, buffer), training=False),
+                        context=(ops.cast(source_ids, "int32"),),
+                        max_length=model.max_target_length)
 
 
 def translate_ids(model: TransformerSeq2Seq, source_ids, *, strategy: str = "greedy",
@@ -321,7 +302,7 @@ def translate_ids(model: TransformerSeq2Seq, source_ids, *, strategy: str = "gre
 
     bound = model.max_target_length - 1
     max_new = bound if max_new_tokens is None else min(int(max_new_tokens), bound)
-    view = (_CachedDecoder if cached else _UncachedDecoder)(model, source_ids)
+    view = (_CachedDecoder if cached else _uncached_decoder)(model, source_ids)
     batch = ops.shape(source_ids)[0]
     prompt = ops.full((batch, 1), BOS_ID, dtype="int32")
     lengths = ops.ones((batch,), "int32")
