@@ -9,24 +9,41 @@ search), ``compiled`` (per-model compiled functions), ``decode`` (ids in, ids ou
 (text in, text out), ``stream`` (text piece by piece).
 """
 
-from zoo.generation.api import STRATEGIES, generate
-from zoo.generation.decode import (
-    PROMPT_BUCKET,
-    beam_search_ids,
-    default_jit_compile,
-    generate_ids,
-    generate_ids_uncached,
-    tracing_count,
-)
-from zoo.generation.random_draw import gumbel_noise, row_uniform
-from zoo.generation.samplers import (
-    BeamSampler,
-    GreedySampler,
-    RandomSampler,
-    Sampler,
-    filter_logits,
-    next_token,
-)
+from __future__ import annotations
+
+import importlib
+
+# name -> module; imported on first use, so the token-level loop (``zoo.generation.decode``)
+# imports without TensorFlow on JAX (the text-level ``generate`` needs TensorFlow's tokenizers)
+_HOMES = {
+    "STRATEGIES": "api",
+    "generate": "api",
+    "PROMPT_BUCKET": "decode",
+    "beam_search_ids": "decode",
+    "default_jit_compile": "decode",
+    "generate_ids": "decode",
+    "generate_ids_uncached": "decode",
+    "tracing_count": "decode",
+    "gumbel_noise": "random_draw",
+    "row_uniform": "random_draw",
+    "BeamSampler": "samplers",
+    "GreedySampler": "samplers",
+    "RandomSampler": "samplers",
+    "Sampler": "samplers",
+    "filter_logits": "samplers",
+    "next_token": "samplers",
+}
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"zoo.generation.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'zoo.generation' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_HOMES))
+
 
 __all__ = [
     "PROMPT_BUCKET",
