@@ -11,10 +11,7 @@ from __future__ import annotations
 import os
 
 from zoo.errors import ZooError
-
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
-PREDICT_METHOD = "tensorflow/serving/predict"
+from zoo.export_contract import CLASSIFY_METHOD, PREDICT_METHOD, REGRESS_METHOD  # noqa: F401
 
 
 def set_method_names(export_dir: str, methods: dict[str, str]) -> None:

@@ -2,7 +2,7 @@
 
     from export.tflite import LiteRTModel, export_tflite
     info = export_tflite("runs/shakespeare", "shakespeare.tflite", quantize="dynamic")
-    lm = LiteRTModel(info["path"])
+    lm = LiteRTModel(info["path"])        # export.litert_runner
     lm.generate("ROMEO:")                 # the greedy continuation, like run.generate(...)
     lm.score(["To be, or not to be"])     # (log_likelihood, num_tokens)
 
@@ -29,7 +29,7 @@ Signatures (every input and output batched over a dynamic batch dimension ``B``)
     ``temperature <= 0`` is greedy; ``top_k <= 0`` / ``top_p >= 1`` switch the filters off; the
     draw is the zoo's counter-based Gumbel-max draw, so row ``b`` of
     ``run.generate(prompts, strategy="sample", seed=s, ...)`` is reproduced with the seed
-    ``zoo.generation.api._row_seed(s, b)``.
+    ``zoo.generation.api.row_seed(s, b)``.
 ``score``
     ``text`` string ``[B]`` -> ``log_likelihood`` float32 ``[B]``, ``num_tokens`` int32 ``[B]``:
     ``sum log p(t_i | t_<i)`` over the text's tokens but the first (line models: over
@@ -71,12 +71,18 @@ import types
 import numpy as np
 import tensorflow as tf
 
+from export._litert_views import log_likelihood, make_view
 from export._tflite_byte_bpe import ByteBPECodec
-from export._tflite_decode import decode, log_likelihood, make_stepper
 from export._tflite_text import build_codec
+from export.litert_runner import LiteRTModel, load_interpreter
 from zoo.errors import ZooError
-from zoo.generation.decode import SUPPRESSED_TOKEN_IDS
-from zoo.tokenizers.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from zoo.generation.loop import SUPPRESSED_TOKEN_IDS, DecodeSettings, decode
+from zoo.generation.prompts import PROMPT_BUCKET, prepare_prompts
+from zoo.generation.random_draw import LiteRTWords
+from zoo.generation.samplers import GreedySampler, RandomSampler
+from zoo.run import load_finished
+from zoo.special_tokens import BOS_ID, EOS_ID, PAD_ID
+from zoo.tasks.export_module import ExportModule
 
 __all__ = [
     "QUANTIZE_MODES",
@@ -121,89 +127,58 @@ def _batch(tensor):
     return tf.shape(tensor)[0]
 
 
-class _LiteRTModule(tf.Module):
+class _LiteRTModule(ExportModule):
     """The model's variables, the tokenizer tables and the signature functions."""
+
+    SIGNATURES = SIGNATURES
 
     def __init__(self, model, codec, *, line_corpus: bool, max_new_tokens: int,
                  stop_ids=None, suppressed_ids=SUPPRESSED_TOKEN_IDS):
-        super().__init__(name="zoo_litert")
-        self.model_variables = list(model.variables)
-        self._ref = types.SimpleNamespace(model=model, codec=codec)
-        self._stepper = make_stepper(model)
+        super().__init__(model, name="zoo_litert")
+        self._ref.codec = codec
+        self._view = make_view(model)
         self._line = bool(line_corpus)
         self._max_new = int(max_new_tokens)
         self._max_length = getattr(model, "max_length", None)
-        self._vocab_size = int(model.vocab_size)
-        self._stop_ids = ((EOS_ID,) if self._line else ()) if stop_ids is None else tuple(stop_ids)
-        self._suppressed = tuple(suppressed_ids)
+        stop_ids = ((EOS_ID,) if self._line else ()) if stop_ids is None else tuple(stop_ids)
+        # the prefill is min(lengths) rounded down to PROMPT_BUCKET, as the Python API's
+        self._settings = DecodeSettings(max_new_tokens=self._max_new, stop_token_ids=stop_ids,
+                                        suppressed_token_ids=tuple(suppressed_ids),
+                                        prefill_bucket=PROMPT_BUCKET)
         strings = tf.TensorSpec([None], tf.string)
-        self.generate = tf.function(
-            self._generate, input_signature=[strings], autograph=False
+        self.generate = self.function(self._generate, strings)
+        self.sample = self.function(
+            self._sample, strings, tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([None], tf.int64),
         )
-        self.sample = tf.function(
-            self._sample,
-            input_signature=[
-                strings,
-                tf.TensorSpec([None], tf.float32),
-                tf.TensorSpec([None], tf.int32),
-                tf.TensorSpec([None], tf.float32),
-                tf.TensorSpec([None], tf.int64),
-            ],
-            autograph=False,
-        )
-        self.score = tf.function(self._score, input_signature=[strings], autograph=False)
-        self.tokenize = tf.function(self._tokenize, input_signature=[strings], autograph=False)
-
-    def signatures(self) -> dict:
-        return {name: getattr(self, name).get_concrete_function() for name in SIGNATURES}
+        self.score = self.function(self._score, strings)
+        self.tokenize = self.function(self._tokenize, strings)
 
     @property
     def _codec(self):
         return self._ref.codec
 
     def _prompts(self, prompt):
-        """Prompt strings -> ``(ids (B, P), lengths (B,), empty (B,))`` as ``generate`` sees them."""
+        """Prompt strings -> ``(ids (B, P), lengths (B,), empty (B,))`` as ``generate`` sees them
+        (``zoo.generation.prompts.prepare_prompts``, without width buckets)."""
         ids, lengths = self._codec.encode(prompt)
-        batch = _batch(ids)
-        if self._line:
-            ids = tf.concat([tf.fill(tf.stack([batch, 1]), BOS_ID), ids], axis=1)
-            lengths = lengths + 1
-        if self._max_length is not None:  # keep the last max_length - M tokens
-            keep = self._max_length - self._max_new
-            width = tf.shape(ids)[1]
-            first = tf.maximum(lengths - keep, 0)
-            columns = tf.range(width)[None, :]
-            source = tf.minimum(first[:, None] + columns, width - 1)
-            lengths = lengths - first
-            ids = tf.where(columns < lengths[:, None], tf.gather(ids, source, batch_dims=1), 0)
-            ids = ids[:, : tf.minimum(width, keep)]
-        empty = lengths <= 0
-        first_column = tf.range(tf.shape(ids)[1])[None, :] == 0
-        ids = tf.where(tf.logical_and(empty[:, None], first_column), UNK_ID, ids)
-        return ids, tf.maximum(lengths, 1), empty
+        keep = None if self._max_length is None else self._max_length - self._max_new
+        return prepare_prompts(ids, lengths, bos_id=BOS_ID if self._line else None, keep=keep)
 
-    def _continue(self, prompt, sampling=None):
+    def _continue(self, prompt, sampler):
         ids, lengths, empty = self._prompts(prompt)
         row_max = tf.where(empty, 0, self._max_new)
-        new_ids, num_new = decode(
-            self._stepper,
-            ids,
-            lengths,
-            row_max,
-            max_new_tokens=self._max_new,
-            vocab_size=self._vocab_size,
-            stop_ids=self._stop_ids,
-            sampling=sampling,
-            suppressed=self._suppressed,
-        )
+        new_ids, num_new = decode(self._view, sampler, ids, lengths, row_max, self._settings)
         text = self._codec.decode(new_ids, num_new)
         return {"text": text, "token_ids": new_ids, "num_tokens": num_new}
 
     def _generate(self, prompt):
-        return self._continue(prompt)
+        return self._continue(prompt, GreedySampler())
 
     def _sample(self, prompt, temperature, top_k, top_p, seed):
-        return self._continue(prompt, (temperature, top_k, top_p, seed))
+        sampler = RandomSampler(temperature, top_k, top_p, seed, words=LiteRTWords())
+        return self._continue(prompt, sampler)
 
     def _score(self, text):
         ids, lengths = self._codec.encode(text)
@@ -216,7 +191,7 @@ class _LiteRTModule(tf.Module):
             columns = tf.range(tf.shape(ids)[1])[None, :]
             ids = tf.where(columns == lengths[:, None] + 1, EOS_ID, ids)
             lengths = lengths + 2
-        total, num_tokens = log_likelihood(self._stepper, ids, lengths, self._max_length)
+        total, num_tokens = log_likelihood(self._view, ids, lengths, self._max_length)
         return {"log_likelihood": total, "num_tokens": num_tokens}
 
     def _tokenize(self, text):
@@ -378,16 +353,6 @@ def _convert(module, quantize: str, calibration_texts) -> bytes:
             raise ZooError(f"LiteRT conversion failed ({quantize}): {message}") from err
 
 
-def _load_run(run_or_dir):
-    from zoo.run import LoadedRun, load
-
-    if isinstance(run_or_dir, LoadedRun):
-        return run_or_dir
-    if isinstance(run_or_dir, (str, os.PathLike)):
-        return load(os.fspath(run_or_dir))
-    raise ZooError(f"expected a run directory or a LoadedRun, got {type(run_or_dir).__name__}")
-
-
 def corpus_windows(run, split: str = "validation", count: int = 200, tokens: int | None = None,
                    data: str | None = None) -> list[str]:
     """``count`` real texts of ``split`` of the run's corpus, evenly spread over the split.
@@ -447,7 +412,7 @@ def export_tflite(run_or_dir, path, *, quantize: str = "none", max_new_tokens: i
     """
     if quantize not in QUANTIZE_MODES:
         raise ZooError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, got {quantize!r}")
-    run = _load_run(run_or_dir)
+    run = load_finished(run_or_dir)
     module = build_module(run, max_new_tokens)
     if quantize == "int8" and calibration_texts is None:
         calibration_texts = corpus_windows(run, "train", DEFAULT_CALIBRATION_WINDOWS)
@@ -462,99 +427,6 @@ def export_tflite(run_or_dir, path, *, quantize: str = "none", max_new_tokens: i
         texts = list(validation_texts)  # none (a run without a corpus): the perplexity is NaN
         result["perplexity"] = LiteRTModel(flatbuffer).perplexity(texts) if texts else math.nan
     return result
-
-
-# ------------------------------------------------------------------------------------------------
-# running
-
-
-def load_interpreter(model, num_threads: int | None = None):
-    """A LiteRT interpreter (``ai_edge_litert``) with the tensorflow-text custom ops registered.
-
-    ``model``: a path or the flatbuffer bytes.
-    """
-    try:
-        from ai_edge_litert.interpreter import InterpreterWithCustomOps
-    except ImportError as err:
-        raise ZooError(
-            "running a LiteRT model needs the ai-edge-litert package (pip install ai-edge-litert)"
-        ) from err
-    from tensorflow_text import tflite_registrar
-
-    source = (
-        {"model_content": bytes(model)}
-        if isinstance(model, (bytes, bytearray))
-        else {"model_path": os.fspath(model)}
-    )
-    return InterpreterWithCustomOps(
-        custom_op_registerers=list(tflite_registrar.SELECT_TFTEXT_OPS),
-        num_threads=num_threads,
-        **source,
-    )
-
-
-def _strings(texts) -> np.ndarray:
-    return np.array([t.encode("utf-8") for t in texts], dtype=object)
-
-
-class LiteRTModel:
-    """Convenience wrapper around the signatures of an exported flatbuffer."""
-
-    def __init__(self, model, num_threads: int | None = None):
-        self.interpreter = load_interpreter(model, num_threads=num_threads)
-        self._runners: dict = {}
-
-    def runner(self, name: str):
-        if name not in self._runners:
-            self._runners[name] = self.interpreter.get_signature_runner(name)
-        return self._runners[name]
-
-    @staticmethod
-    def _texts(values) -> list[str]:
-        return [v.decode("utf-8", errors="replace") for v in values]
-
-    def generate(self, prompts):
-        """Greedy continuation(s): a str for a str, a list for a list."""
-        single = isinstance(prompts, str)
-        texts = [prompts] if single else list(prompts)
-        out = self._texts(self.runner("generate")(prompt=_strings(texts))["text"])
-        return out[0] if single else out
-
-    def sample(self, prompts, *, temperature=1.0, top_k=0, top_p=1.0, seed=0):
-        """Sampled continuation(s); ``seed`` is the per-row seed (an int for every row or a list)."""
-        single = isinstance(prompts, str)
-        texts = [prompts] if single else list(prompts)
-        n = len(texts)
-        seeds = np.broadcast_to(np.asarray(seed, np.int64), [n]).copy()
-        out = self.runner("sample")(
-            prompt=_strings(texts),
-            temperature=np.full([n], temperature, np.float32),
-            top_k=np.full([n], top_k, np.int32),
-            top_p=np.full([n], top_p, np.float32),
-            seed=seeds,
-        )
-        out = self._texts(out["text"])
-        return out[0] if single else out
-
-    def tokenize(self, texts) -> list[list[int]]:
-        out = self.runner("tokenize")(text=_strings(texts))
-        return [row[:n].tolist() for row, n in zip(out["token_ids"], out["num_tokens"], strict=True)]
-
-    def score(self, texts, batch_size: int = 64):
-        """``(log_likelihood (N,) float64, num_tokens (N,) int64)`` for a list of texts."""
-        lls, counts = [], []
-        for i in range(0, len(texts), batch_size):
-            out = self.runner("score")(text=_strings(texts[i : i + batch_size]))
-            lls.append(out["log_likelihood"].astype(np.float64))
-            counts.append(out["num_tokens"].astype(np.int64))
-        if not lls:
-            return np.zeros([0]), np.zeros([0], np.int64)
-        return np.concatenate(lls), np.concatenate(counts)
-
-    def perplexity(self, texts, batch_size: int = 64) -> float:
-        """Corpus-level perplexity of ``texts``: ``exp(-sum log_likelihood / sum num_tokens)``."""
-        ll, n = self.score(list(texts), batch_size=batch_size)
-        return math.exp(-float(ll.sum()) / max(int(n.sum()), 1))
 
 
 # ``export.tflite`` is this module; making it callable lets ``export.tflite(run, path, ...)``

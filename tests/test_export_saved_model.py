@@ -18,8 +18,8 @@ import export
 import zoo
 from export.saved_model import TEMP_PREFIX, WARMUP_FILE
 from zoo.errors import ZooError
-from zoo.evaluation import score_texts
-from zoo.generation.api import _row_seed
+from zoo.generation.api import row_seed
+from zoo.tasks.causal_lm import score_texts
 
 CAUSAL_MODELS = ["gru_lm", "lstm_lm", "mlp_lm", "rnn_lm", "transformer_lm"]
 FAST = dict(verbose=0, max_steps=6, batch_size=4, seq_len=32, checkpoint_every=3, eval_batches=2)
@@ -127,7 +127,7 @@ def test_row_budgets_are_clamped(name, exports):
 def test_sampling_is_seeded_per_row_like_the_python_api(name, exports):
     e = exports[name]
     settings = dict(temperature=0.9, top_k=20, top_p=0.95)
-    seeds = [_row_seed(7, b) for b in range(len(PROMPTS))]
+    seeds = [row_seed(7, b) for b in range(len(PROMPTS))]
     out = e.generate(PROMPTS, seeds=seeds, **settings)
     expected = e.run.generate(PROMPTS, strategy="sample", seed=7, max_new_tokens=MAX_NEW,
                               **settings)

@@ -14,7 +14,7 @@ from zoo.errors import ZooError
 pytest.importorskip("ai_edge_litert")
 
 from export import tflite as litert  # noqa: E402
-from zoo.generation.api import _row_seed  # noqa: E402
+from zoo.generation.api import row_seed  # noqa: E402
 
 FAST = dict(max_steps=6, batch_size=4, seq_len=32, checkpoint_every=3, eval_batches=2)
 M = 12  # max_new_tokens of the exports
@@ -94,7 +94,7 @@ def test_sample_signature_reproduces_python_sampling(char_runs, float_exports):
     prompts = PROMPTS[:3]
     for kwargs in (dict(temperature=0.8), dict(temperature=1.0, top_k=5), dict(top_p=0.9)):
         expected = run.generate(prompts, strategy="sample", seed=11, max_new_tokens=M, **kwargs)
-        seeds = [_row_seed(11, b) for b in range(len(prompts))]
+        seeds = [row_seed(11, b) for b in range(len(prompts))]
         got = lm.sample(prompts, seed=seeds, **{"temperature": 1.0, **kwargs})
         assert got == expected, kwargs
     # temperature 0 is greedy

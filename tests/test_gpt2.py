@@ -26,9 +26,9 @@ import export
 import zoo
 from zoo.cli import main as zoo_main
 from zoo.errors import ZooError
-from zoo.evaluation import score_texts
 from zoo.generation.decode import generate_ids
 from zoo.gpt2_import import import_gpt2
+from zoo.tasks.causal_lm import score_texts
 
 tokenizers = pytest.importorskip("tokenizers")  # trains vocab.json / merges.txt
 from safetensors.numpy import load_file, save_file  # noqa: E402

@@ -79,7 +79,7 @@ def _cmd_train(args) -> int:
         verbose=0 if args.quiet else 1,
         **settings,
     )
-    from zoo.run import METRICS_FILE, read_json
+    from zoo.files import METRICS_FILE, read_json
 
     metrics = read_json(os.path.join(run.path, METRICS_FILE))
     print(json.dumps({"run": run.path, "steps": metrics["steps"], **metrics["validation"]}, indent=2))

@@ -35,7 +35,7 @@ import keras
 from zoo import backends
 from zoo.config import TrainConfig
 from zoo.errors import ZooError
-from zoo.run import (
+from zoo.files import (
     CHECKPOINT_DIR,
     CHECKPOINT_PREFIX,
     CHECKPOINT_SUFFIX,
@@ -43,12 +43,11 @@ from zoo.run import (
     LOG_DIR,
     METRICS_FILE,
     MODEL_FILE,
-    LoadedRun,
-    load,
     portable_checkpoints,
     read_json,
     write_json_atomic,
 )
+from zoo.run import LoadedRun, load
 
 log = logging.getLogger("zoo.train")
 

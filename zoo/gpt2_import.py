@@ -29,8 +29,6 @@ when present, must equal ``wte.weight`` (GPT-2 ties them).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from dataclasses import asdict
@@ -39,6 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from zoo.errors import ZooError
+from zoo.files import file_sha256, read_json
 from zoo.importers import check_new_run_dir, write_run
 
 if TYPE_CHECKING:
@@ -51,23 +50,11 @@ WEIGHTS_INDEX = "model.safetensors.index.json"
 TANH_GELU = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 EVAL_BATCH_SIZE = 2  # zoo eval's default batch for an imported run (full-context windows)
 _BUFFERS = (".attn.bias", ".attn.masked_bias")
+_NOT_GPT2 = "not found: not a GPT-2 checkpoint folder"  # read_json's words for a missing file
 
 
 # ------------------------------------------------------------------------------------------------
 # config.json
-
-
-def _read_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise ZooError(f"{path} not found: not a GPT-2 checkpoint folder") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ZooError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ZooError(f"{path}: expected a JSON object")
-    return data
 
 
 def model_settings(config: dict, path: str = CONFIG) -> dict:
@@ -140,7 +127,7 @@ class _Tensors:
         if os.path.isfile(single):
             files = [single]
         elif os.path.isfile(index):
-            weight_map = _read_json(index).get("weight_map", {})
+            weight_map = read_json(index, missing=_NOT_GPT2).get("weight_map", {})
             files = sorted({os.path.join(directory, name) for name in weight_map.values()})
         else:
             raise ZooError(
@@ -234,14 +221,6 @@ def load_weights(model, tensors: _Tensors) -> None:
     _norm(model.final_norm, tensors, "ln_f")
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ------------------------------------------------------------------------------------------------
 # the import
 
@@ -263,7 +242,7 @@ def import_gpt2(checkpoint_dir: str, out: str) -> LoadedRun:
         raise ZooError(f"checkpoint folder {checkpoint_dir!r} does not exist")
     check_new_run_dir(out)
     config_path = os.path.join(directory, CONFIG)
-    config = _read_json(config_path)
+    config = read_json(config_path, missing=_NOT_GPT2)
     settings = model_settings(config, config_path)
     tokenizer = ByteBPETokenizer.from_files(os.path.join(directory, "vocab.json"),
                                             os.path.join(directory, "merges.txt"))
@@ -294,7 +273,7 @@ def import_gpt2(checkpoint_dir: str, out: str) -> LoadedRun:
         "imported": {
             "format": "huggingface-gpt2",
             "source": directory,
-            "sha256": {os.path.basename(p): _sha256(p) for p in tensors.files},
+            "sha256": {os.path.basename(p): file_sha256(p) for p in tensors.files},
         },
     }
     metrics = {"completed": True, "steps": 0, "parameters": int(model.count_params()),

@@ -22,6 +22,7 @@ import time
 from typing import TYPE_CHECKING
 
 from zoo.errors import ZooError
+from zoo.files import CONFIG_FILE, METRICS_FILE, MODEL_FILE, TOKENIZER_DIR
 
 if TYPE_CHECKING:  # zoo.run imports TensorFlow: not at CLI start-up
     from zoo.run import LoadedRun
@@ -49,7 +50,7 @@ def check_new_run_dir(out: str) -> str:
 
 def write_run(out: str, model, tokenizer, config: dict, metrics: dict) -> LoadedRun:
     """Write a finished run directory atomically and load it back (``zoo.load``)."""
-    from zoo.run import CONFIG_FILE, METRICS_FILE, MODEL_FILE, TOKENIZER_DIR, load
+    from zoo.run import load
 
     out = check_new_run_dir(out)
     parent = os.path.dirname(out)

@@ -18,23 +18,21 @@ from typing import TYPE_CHECKING
 import keras
 
 from zoo.errors import ZooError
-from zoo.files import (  # noqa: F401  (re-exported: the run directory's names)
+from zoo.files import (
     CHECKPOINT_DIR,
-    CHECKPOINT_PREFIX,
-    CHECKPOINT_SUFFIX,
     CONFIG_FILE,
-    LOG_DIR,
-    METRICS_FILE,
     MODEL_FILE,
     TOKENIZER_DIR,
     portable_checkpoints,
     read_json,
-    write_json_atomic,
 )
 from zoo.special_tokens import EOS_ID
 
 if TYPE_CHECKING:
     from zoo.tokenizers.base import Tokenizer
+
+# What a finished run directory holds (``load_finished`` checks them).
+_FINISHED_RUN_FILES = (CONFIG_FILE, os.path.join(TOKENIZER_DIR, "tokenizer.json"), MODEL_FILE)
 
 
 @dataclass
@@ -51,17 +49,18 @@ class LoadedRun:
     @property
     def task(self) -> str:
         """``causal_lm``, ``masked_lm``, ``seq2seq`` or ``classification``."""
-        from zoo.tasks import task_of
+        from zoo.tasks.base import task_of
 
         return task_of(self.config)
 
     def _task_call(self, verb: str, task: str, *args, **kwargs):
+        """``get_task(task).<verb>(self, ...)``: a method only one task's runs have."""
         if self.task != task:
             raise ZooError(
                 f"{verb} needs a {task} run; {self.path} holds a {self.task} model "
                 f"({self.config.get('model')})"
             )
-        from zoo.tasks import get_task
+        from zoo.tasks.base import get_task
 
         return getattr(get_task(task), verb)(self, *args, **kwargs)
 
@@ -114,10 +113,11 @@ class LoadedRun:
         return stream(self.model, self.tokenizer, prompt, **kwargs)
 
     def evaluate(self, data: str | None = None, split: str = "validation", batch_size: int | None = None):
-        """Loss, perplexity (and bits per character) over a whole split; see ``zoo.evaluate``."""
-        from zoo.evaluation import evaluate_run
+        """The task's ``zoo eval`` metrics over a whole split (a language model: loss,
+        perplexity and bits per character); see ``zoo.evaluate``."""
+        from zoo.tasks.base import get_task
 
-        return evaluate_run(self, data=data, split=split, batch_size=batch_size)
+        return get_task(self.task).evaluate(self, data=data, split=split, batch_size=batch_size)
 
 
 def load(run_dir: str, checkpoint: bool = False) -> LoadedRun:
@@ -167,11 +167,35 @@ def load(run_dir: str, checkpoint: bool = False) -> LoadedRun:
                      extra_tokenizers=extra_tokenizers)
 
 
+def load_finished(run_or_dir: LoadedRun | str | os.PathLike) -> LoadedRun:
+    """``run_or_dir`` as a ``LoadedRun``: a ``LoadedRun`` as it is, else the finished run
+    directory it names, loaded.
+
+    Raises ``ZooError`` for anything else, a directory that does not exist, or one without
+    ``config.json``, ``tokenizer/tokenizer.json`` or ``model.keras`` (training not finished).
+    """
+    if isinstance(run_or_dir, LoadedRun):
+        return run_or_dir
+    if not isinstance(run_or_dir, (str, os.PathLike)):
+        raise ZooError(f"expected a run directory or a LoadedRun, got {type(run_or_dir).__name__}")
+    path = os.fspath(run_or_dir)
+    if not os.path.isdir(path):
+        raise ZooError(f"run directory {path!r} does not exist")
+    for entry in _FINISHED_RUN_FILES:
+        if not os.path.isfile(os.path.join(path, entry)):
+            raise ZooError(
+                f"{path} is not a finished run: {entry} is missing (train it to the end first)"
+            )
+    return load(path)
+
+
 def evaluate(run_or_dir, data: str | None = None, split: str = "validation",
              batch_size: int | None = None, **task_options) -> dict:
-    """``zoo.evaluate(run_dir_or_loaded_run, data=None, split="validation")`` -> metrics dict
-    (see ``zoo.evaluation.evaluate_run``)."""
-    from zoo.evaluation import evaluate_run
+    """``zoo.evaluate(run_dir_or_loaded_run, data=None, split="validation")`` -> the metrics
+    dict of the run's task (``zoo.tasks.get_task(task).evaluate``); ``task_options`` go to it
+    (translation: ``strategy``, ``num_beams``, ``max_examples``)."""
+    from zoo.tasks.base import get_task
 
     run = run_or_dir if isinstance(run_or_dir, LoadedRun) else load(run_or_dir)
-    return evaluate_run(run, data=data, split=split, batch_size=batch_size, **task_options)
+    return get_task(run.task).evaluate(run, data=data, split=split, batch_size=batch_size,
+                                       **task_options)

@@ -1,48 +1,19 @@
-"""Zoo tasks beyond next-token prediction, each a module with one job.
+"""Zoo tasks, each a registered ``Task`` class in its own module (see ``zoo.tasks.base``).
 
-A model's ``ModelSpec.task`` names its task. ``causal_lm`` (the language models) is handled by
-``zoo.training`` / ``zoo.evaluation`` / ``export.saved_model`` directly; every other task is a
-module here that provides:
+    causal_lm        next-token prediction: the language models       zoo.tasks.causal_lm
+    masked_lm        BERT-style masked tokens (bert_mlm)              zoo.tasks.masked_lm
+    seq2seq          translation (transformer_seq2seq)                zoo.tasks.seq2seq
+    classification   text classification (text_classifier)           zoo.tasks.classification
 
-    train(model, data, out, *, preset, tokenizer, model_overrides, verbose, **train_settings)
-        -> zoo.LoadedRun          (built on zoo.fitting.fit_resumable: resumable, distributable)
-    evaluate(run, data=None, split="validation", batch_size=None) -> dict   (zoo eval's JSON)
-    serving_module(run, **export_settings) -> (tf.Module, signatures dict, info dict)
-        the SavedModel export's signatures (export.saved_model writes it)
-    warmup_records(run) -> list[bytes]   PredictionLog records for assets.extra (may be empty)
+    >>> from zoo.tasks import get_task
+    >>> get_task("seq2seq").evaluate(zoo.load("runs/translate"))
 
-Task names: ``masked_lm`` (bert_mlm), ``seq2seq`` (transformer_seq2seq), ``classification``
-(text_classifier).
+Light on purpose: this package imports the registry only; ``get_task`` imports a task's module
+(and with it Keras, maybe TensorFlow) when the task is first asked for.
 """
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
+from zoo.tasks.base import TASK_MODULES, Run, Task, get_task, register_task, task_of
 
-from zoo.errors import ZooError
-
-TASK_MODULES = {
-    "masked_lm": "zoo.tasks.masked_lm",
-    "seq2seq": "zoo.tasks.seq2seq",
-    "classification": "zoo.tasks.classification",
-}
-
-
-def get_task(name: str) -> ModuleType:
-    """The module implementing task ``name`` (see this package's docstring)."""
-    if name not in TASK_MODULES:
-        raise ZooError(f"unknown task {name!r}; tasks: causal_lm, {', '.join(TASK_MODULES)}")
-    return importlib.import_module(TASK_MODULES[name])
-
-
-def task_of(config: dict) -> str:
-    """The task of a run from its ``config.json`` record (runs before tasks: ``causal_lm``)."""
-    if "task" in config:
-        return config["task"]
-    from zoo.models import get_spec
-
-    try:
-        return get_spec(config["model"]).task
-    except (KeyError, ZooError):
-        return "causal_lm"
+__all__ = ["TASK_MODULES", "Run", "Task", "get_task", "register_task", "task_of"]

@@ -31,7 +31,6 @@ import dataclasses
 import math
 import os
 import shutil
-import types
 
 import keras
 import numpy as np
@@ -43,6 +42,7 @@ from zoo.backends import model_function
 from zoo.data import labelled
 from zoo.data.masking import with_cls_sep
 from zoo.errors import ZooError
+from zoo.files import CONFIG_FILE, MODEL_FILE, TOKENIZER_DIR, read_json
 from zoo.fitting import (
     FitPlan,
     context_config,
@@ -55,8 +55,11 @@ from zoo.fitting import (
 from zoo.metrics import classification_scores
 from zoo.models import build_model
 from zoo.models.bert_mlm import ENCODER_FIELDS
-from zoo.run import CONFIG_FILE, MODEL_FILE, TOKENIZER_DIR, LoadedRun, read_json
+from zoo.run import LoadedRun
+from zoo.tasks.base import Task, register_task
+from zoo.tasks.export_module import ExportModule
 from zoo.tokenizers import load_tokenizer, train_tokenizer
+from zoo.training import make_settings
 
 TEXT_FEATURE = "text"
 
@@ -94,7 +97,6 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
           model_overrides: dict | None = None, verbose: int = 1, **train_settings) -> LoadedRun:
     """Train a text classifier on ``data`` into ``out`` (resumable; see ``zoo.fitting``)."""
     from zoo.config import DEFAULT_VOCAB_SIZES
-    from zoo.training import make_settings
 
     overrides = dict(model_overrides or {})
     pretrained = overrides.get("pretrained") or ""
@@ -282,26 +284,20 @@ def classify(run: LoadedRun, texts) -> list[dict] | dict:
 # export
 
 
-class _ServingModule(tf.Module):
+class _ServingModule(ExportModule):
     """The model's variables, the tokenizer, and the ``classify`` / ``predict`` functions."""
 
     def __init__(self, model, tokenizer, names: list[str], seq_len: int):
-        super().__init__(name="zoo_classifier")
-        self.model_variables = list(model.variables)
-        self.tokenizer = tokenizer
-        self._ref = types.SimpleNamespace(model=model)  # not tracked: no Keras objects saved
+        super().__init__(model, name="zoo_classifier", tokenizers={"tokenizer": tokenizer})
         self._names = list(names)
         self._seq_len = int(seq_len)
-        self.classify = tf.function(
-            self._classify, input_signature=[tf.TensorSpec([None], tf.string, name="inputs")],
-            autograph=False)
-        self.predict = tf.function(
-            self._predict, input_signature=[tf.TensorSpec([None], tf.string, name="text")],
-            autograph=False)
+        self.classify = self.function(self._classify,
+                                      tf.TensorSpec([None], tf.string, name="inputs"))
+        self.predict = self.function(self._predict, tf.TensorSpec([None], tf.string, name="text"))
 
     def _scores(self, text):
         ids = with_cls_sep(self.tokenizer.tokenize(text), self._seq_len)
-        logits = tf.cast(self._ref.model(ids, training=False), tf.float32)
+        logits = tf.cast(self.keras_model(ids, training=False), tf.float32)
         scores = tf.nn.softmax(logits, axis=-1)  # (B, C)
         classes = tf.tile(tf.constant(self._names)[None, :], [tf.shape(scores)[0], 1])
         return scores, classes
@@ -320,7 +316,7 @@ class _ServingModule(tf.Module):
 
 def serving_module(run: LoadedRun, **_ignored):
     """``(module, signatures, settings)`` for ``export.saved_model`` (see the module docstring)."""
-    from export._signature_method import CLASSIFY_METHOD
+    from zoo.export_contract import CLASSIFY_METHOD
 
     module = _ServingModule(run.model, run.tokenizer, _names(run), int(run.config["seq_len"]))
     predict = module.predict.get_concrete_function()
@@ -362,3 +358,33 @@ def warmup_records(run: LoadedRun) -> list[bytes]:
     classify_log = prediction_log_pb2.PredictionLog(
         classify_log=prediction_log_pb2.ClassifyLog(request=classify_request))
     return [predict_log.SerializeToString(), classify_log.SerializeToString()]
+
+
+# ------------------------------------------------------------------------------------------------
+# the task
+
+
+@register_task
+class ClassificationTask(Task):
+    """Text classification (``text_classifier``): one label per text.
+
+    Trains on the mean cross-entropy of the softmax over the classes, ``z`` the logits of a
+    text whose class is ``y``:
+
+        L = -(1/N) sum_n log softmax(z_n)_{y_n}
+
+    and reports accuracy, macro F1 and per-class F1 with it. Runs also answer ``classify``; the
+    export has ``predict`` and TF Serving ``classify`` signatures.
+    """
+
+    name = "classification"
+    # the module's functions are the task's methods
+    train = staticmethod(train)
+    evaluate = staticmethod(evaluate)
+    serving_module = staticmethod(serving_module)
+
+    def warmup_records(self, run: LoadedRun, **export_settings) -> list[bytes]:
+        """A ``predict`` and a ``classify`` request, two texts each."""
+        return warmup_records(run)
+
+    classify = staticmethod(classify)

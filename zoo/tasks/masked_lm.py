@@ -38,7 +38,6 @@ import dataclasses
 import logging
 import math
 import os
-import types
 
 import numpy as np
 import tensorflow as tf
@@ -49,6 +48,7 @@ from zoo import distribute as zdist
 from zoo.backends import model_function
 from zoo.data import masking
 from zoo.errors import ZooError
+from zoo.files import TOKENIZER_DIR
 from zoo.fitting import (
     FitPlan,
     context_config,
@@ -61,9 +61,12 @@ from zoo.fitting import (
 from zoo.metrics import MaskedAccuracy, Perplexity, TokenNLL, masked_lm_loss, masked_token_nll
 from zoo.models import build_model
 from zoo.models.bert_mlm import masked_mean
-from zoo.run import TOKENIZER_DIR, LoadedRun
+from zoo.run import LoadedRun
+from zoo.tasks.base import Task, register_task
+from zoo.tasks.export_module import ExportModule
 from zoo.tokenizers import load_tokenizer, train_tokenizer
 from zoo.tokenizers.base import NUM_SPECIAL
+from zoo.training import make_settings
 
 log = logging.getLogger("zoo.train")
 
@@ -93,8 +96,6 @@ def _packed(tok, corpus, split: str, seq_len: int) -> np.ndarray:
 def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: str | None = None,
           model_overrides: dict | None = None, verbose: int = 1, **train_settings) -> LoadedRun:
     """Train a masked LM on ``data`` into ``out`` (resumable; see ``zoo.fitting``)."""
-    from zoo.training import make_settings
-
     settings = make_settings(model, data, preset, tokenizer, model_overrides, train_settings,
                              default_tokenizer="wordpiece")
     strategy, worker = zdist.make_strategy(settings.distribute)
@@ -289,31 +290,28 @@ def embed(run: LoadedRun, texts) -> np.ndarray:
 # export
 
 
-class _ServingModule(tf.Module):
+class _ServingModule(ExportModule):
     """The model's variables, the tokenizer and the ``fill_mask`` / ``embed`` functions."""
 
     def __init__(self, model, tok: masking.MaskedTextTokenizer, top_k: int, max_masks: int):
-        super().__init__(name="zoo_masked_lm")
-        self.model_variables = list(model.variables)
-        self.tokenizer = tok
-        self._ref = types.SimpleNamespace(model=model)  # not tracked: no Keras objects saved
+        super().__init__(model, name="zoo_masked_lm", tokenizers={"tokenizer": tok})
         self._table = tok.token_strings()
         self._top_k = int(top_k)
         self._max_masks = int(max_masks)
-        spec = [tf.TensorSpec([None], tf.string, name="text")]
-        self.fill_mask = tf.function(self._fill_mask, input_signature=spec, autograph=False)
-        self.embed = tf.function(self._embed, input_signature=spec, autograph=False)
+        spec = tf.TensorSpec([None], tf.string, name="text")
+        self.fill_mask = self.function(self._fill_mask, spec)
+        self.embed = self.function(self._embed, spec)
 
     def _ids(self, text):
-        return encode_texts(self.tokenizer, text, self._ref.model.max_length)
+        return encode_texts(self.tokenizer, text, self.keras_model.max_length)
 
     def _fill_mask(self, text):
-        return fill_mask_graph(self._ref.model, self.tokenizer, tf.constant(self._table),
+        return fill_mask_graph(self.keras_model, self.tokenizer, tf.constant(self._table),
                                self._ids(text), self._top_k, self._max_masks)
 
     def _embed(self, text):
         ids = self._ids(text)
-        hidden = self._ref.model.encode(ids, training=False)
+        hidden = self.keras_model.encode(ids, training=False)
         return {"embedding": tf.cast(masked_mean(hidden, ids), tf.float32)}
 
 
@@ -350,3 +348,34 @@ def warmup_records(run: LoadedRun) -> list[bytes]:
             predict_log=prediction_log_pb2.PredictLog(request=request))
         records.append(entry.SerializeToString())
     return records
+
+
+# ------------------------------------------------------------------------------------------------
+# the task
+
+
+@register_task
+class MaskedLMTask(Task):
+    """BERT-style masked-token prediction (``bert_mlm``).
+
+    Trains and evaluates on the mean negative log-likelihood of the masked positions only
+    (every other label is 0 and ignored):
+
+        L = -(1/N) sum_{masked i} log p(w_i | masked sequence),     N = masked tokens
+
+    reporting also ``perplexity = exp(L)`` and the masked-token accuracy. Runs also answer
+    ``fill_mask`` and ``embed``; the export has ``fill_mask`` and ``embed`` signatures.
+    """
+
+    name = "masked_lm"
+    # the module's functions are the task's methods
+    train = staticmethod(train)
+    evaluate = staticmethod(evaluate)
+    serving_module = staticmethod(serving_module)
+
+    def warmup_records(self, run: LoadedRun, **export_settings) -> list[bytes]:
+        """``fill_mask`` and ``embed`` requests on two texts."""
+        return warmup_records(run)
+
+    fill_mask = staticmethod(fill_mask)
+    embed = staticmethod(embed)

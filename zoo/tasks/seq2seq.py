@@ -16,29 +16,30 @@ translations against the references (``zoo.text_metrics``).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import shutil
 import tempfile
-import types
 import weakref
 
 import numpy as np
 import tensorflow as tf
-from keras import ops
 
 from zoo import distribute as zdist
-from zoo.backends import model_function
 from zoo.config import DEFAULT_VOCAB_SIZES
 from zoo.data import parallel as zpar
 from zoo.errors import ZooError
+from zoo.evaluation import nll_metrics, sum_nll, token_nll_step
+from zoo.files import CONFIG_FILE, TOKENIZER_DIR, read_json
 from zoo.fitting import FitPlan, finish_run, fit_resumable, open_run, write_record
-from zoo.metrics import Perplexity, TokenNLL, masked_lm_loss, masked_token_nll
+from zoo.metrics import Perplexity, TokenNLL, masked_lm_loss
 from zoo.models import build_model, make_config
 from zoo.models.transformer_seq2seq import translate_ids
-from zoo.run import CONFIG_FILE, TOKENIZER_DIR, LoadedRun, read_json
+from zoo.run import LoadedRun
+from zoo.tasks.base import Task, register_task
+from zoo.tasks.export_module import ExportModule
 from zoo.tokenizers import load_tokenizer, train_tokenizer
 from zoo.tokenizers.base import EOS_ID
+from zoo.training import make_settings
 
 SOURCE = "source"  # the extra tokenizer's name: RUN/source_tokenizer/
 STRATEGIES = ("greedy", "beam")
@@ -72,8 +73,6 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
     ``max_source_length`` and ``max_target_length`` unless they are set. Rerunning the same call
     resumes from the last checkpoint; on a finished run it returns the finished model.
     """
-    from zoo.training import make_settings
-
     settings = make_settings(model, data, preset, tokenizer, model_overrides, train_settings,
                              default_tokenizer="sentencepiece")
     strategy, worker = zdist.make_strategy(settings.distribute)
@@ -170,20 +169,8 @@ def teacher_forced_loss(model, pairs: zpar.EncodedPairs, batch_size: int, *,
                         max_source_length: int, max_target_length: int) -> dict:
     """Corpus-level loss over every target token (``y <eos>``) of ``pairs``:
     ``loss = Σ -log p(y_t | y_<t, x) / N``, ``perplexity = exp(loss)``."""
-
-    def totals(call, inputs, labels):
-        nll, mask = masked_token_nll(labels, call(inputs))
-        return ops.sum(nll), ops.sum(mask)
-
-    step = model_function(model, totals)
-    total_nll, total_tokens = 0.0, 0.0
     batches = zpar.evaluation_dataset(pairs, batch_size, max_source_length, max_target_length)
-    for inputs, labels in batches.as_numpy_iterator():
-        nll, count = step(inputs, labels)
-        total_nll += float(np.float64(np.asarray(nll)))
-        total_tokens += float(np.asarray(count))
-    loss = total_nll / max(total_tokens, 1.0)
-    return {"loss": loss, "perplexity": math.exp(loss), "tokens": int(total_tokens)}
+    return nll_metrics(*sum_nll(token_nll_step(model), batches.as_numpy_iterator()))
 
 
 def _source_tokenizer(run: LoadedRun):
@@ -322,30 +309,23 @@ def translate(run: LoadedRun, texts, strategy: str = "greedy", num_beams: int = 
 # --------------------------------------------------------------------------------------------------
 
 
-class _TranslationModule(tf.Module):
-    """The SavedModel's object graph: the model's variables, both tokenizers, the signatures.
-
-    The Keras model is kept out of the object graph (only its variables are tracked), so the
-    SavedModel loads with TensorFlow and tensorflow-text alone.
-    """
+class _TranslationModule(ExportModule):
+    """The SavedModel's object graph: the model's variables, both tokenizers, the signatures."""
 
     def __init__(self, model, source_tokenizer, target_tokenizer, *, max_new_tokens: int,
                  num_beams: int, length_penalty: float, asset_paths=()):
-        super().__init__(name="zoo_translation")
-        self.model_variables = list(model.variables)
-        self.source_tokenizer = source_tokenizer
-        self.target_tokenizer = target_tokenizer
-        self.tokenizer_assets = [tf.saved_model.Asset(path) for path in asset_paths]
-        self._ref = types.SimpleNamespace(model=model)
+        super().__init__(model, name="zoo_translation",
+                         tokenizers={"source_tokenizer": source_tokenizer,
+                                     "target_tokenizer": target_tokenizer},
+                         asset_paths=asset_paths)
         self._max_new = int(max_new_tokens)
         self._beam = dict(num_beams=int(num_beams), length_penalty=float(length_penalty))
-        spec = [tf.TensorSpec([None], tf.string)]
-        self.translate = tf.function(self._translate, input_signature=spec, autograph=False)
-        self.translate_beam = tf.function(self._translate_beam, input_signature=spec,
-                                          autograph=False)
+        spec = tf.TensorSpec([None], tf.string)
+        self.translate = self.function(self._translate, spec)
+        self.translate_beam = self.function(self._translate_beam, spec)
 
     def _run(self, source, **settings):
-        model = self._ref.model
+        model = self.keras_model
         ids = source_ids(self.source_tokenizer, source, model.max_source_length)
         new_ids, num_new = translate_ids(model, ids, max_new_tokens=self._max_new, **settings)
         longest = tf.reduce_max(tf.concat([num_new, [0]], axis=0))
@@ -394,7 +374,7 @@ def serving_module(run: LoadedRun, max_new_tokens: int = 64, num_beams: int = 4,
     module = _TranslationModule(model, _source_tokenizer(run), run.tokenizer,
                                 max_new_tokens=max_new, num_beams=num_beams,
                                 length_penalty=length_penalty, asset_paths=assets)
-    module._ref.files = files
+    module.keep_alive(files)
     signatures = module.signatures()
     settings = {"max_new_tokens": max_new, "num_beams": int(num_beams),
                 "length_penalty": float(length_penalty), "strategy": "greedy",
@@ -425,3 +405,35 @@ def warmup_records(run: LoadedRun) -> list[bytes]:
             predict_log=prediction_log_pb2.PredictLog(request=request))
         records.append(log.SerializeToString())
     return records
+
+
+# --------------------------------------------------------------------------------------------------
+# The task
+# --------------------------------------------------------------------------------------------------
+
+
+@register_task
+class Seq2SeqTask(Task):
+    """Translation (``transformer_seq2seq``): an encoder reads the source ``x``, a decoder
+    predicts the target ``y`` token by token.
+
+    Trains on, and reports, the teacher-forced mean negative log-likelihood of the target tokens
+    (``y <eos>``, padding excluded):
+
+        L = -(1/N) sum_t log p(y_t | y_<t, x),     perplexity = exp(L)
+
+    ``evaluate`` adds corpus BLEU and ROUGE-1/2/L of the decoded translations. Runs also answer
+    ``translate``; the export has ``translate`` and ``translate_beam`` signatures.
+    """
+
+    name = "seq2seq"
+    # the module's functions are the task's methods
+    train = staticmethod(train)
+    evaluate = staticmethod(evaluate)
+    serving_module = staticmethod(serving_module)
+
+    def warmup_records(self, run: LoadedRun, **export_settings) -> list[bytes]:
+        """``translate``, ``serving_default`` and ``translate_beam`` requests on two sources."""
+        return warmup_records(run)
+
+    translate = staticmethod(translate)
