@@ -9,12 +9,18 @@ ZOO_DATA_DIR ?= $(if $(wildcard ../shared/data/MANIFEST.json),$(abspath ../share
 export ZOO_DATA_DIR
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup demo test lint notebooks bench clean
+.PHONY: setup demo test lint notebooks bench golden clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# What `make test` needs: the test tools, ROUGE, the LiteRT interpreter, JAX on the CPU and the
+# notebook runner; not torch/transformers (the `reference` extra: see `make golden`). Installed
+# at the versions pinned in constraints.txt.
+EXTRAS ?= dev,eval,litert,jax,notebooks
+PIP_INSTALL := $(PY) -m pip install --quiet -c constraints.txt
+
+$(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,notebooks,jax]"
+	$(PIP_INSTALL) -e ".[$(EXTRAS)]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -32,7 +38,7 @@ notebooks: setup
 
 # CPU benchmarks against their peers (keras-hub from the bench extra); GPU runs: see bench/RESULTS.md
 bench: setup
-	$(PY) -m pip install --quiet -e ".[dev,notebooks,jax,bench]"
+	$(PIP_INSTALL) -e ".[$(EXTRAS),bench]"
 	$(PY) bench/train_throughput.py --tiny --vocab 8192
 	$(PY) bench/generate_speed.py --quick --jit
 	$(PY) bench/input_pipeline.py
@@ -40,6 +46,12 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# Rewrite the GPT-2 golden files (tests/golden/) from Hugging Face's implementation: installs the
+# `reference` extra (transformers and a CPU torch, from PyTorch's CPU index) into .venv first.
+golden: setup
+	$(PIP_INSTALL) -e ".[$(EXTRAS),reference]" --extra-index-url https://download.pytorch.org/whl/cpu
+	$(PY) tests/golden/make_gpt2_golden.py
 
 clean:
 	rm -rf $(VENV) runs

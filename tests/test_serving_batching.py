@@ -2,7 +2,7 @@
 
 TF Serving references: session_bundle_config.proto (BatchingParameters), shared_batch_scheduler.h
 (queue full -> UNAVAILABLE), batching_session_test.cc (``BatchingWithLargeBatch``), and
-shared/tfserving-behaviour.md "Batching".
+serving/BEHAVIOUR.md "Batching".
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Spoken to with the STOCK ``tensorflow_serving.apis`` stubs over
 ``grpc.insecure_channel("127.0.0.1:PORT")`` (the port picked by the OS).  Every test names the TF
-Serving behaviour it mirrors: G1-G9 of shared/tfserving-behaviour.md and the TF Serving source or
+Serving behaviour it mirrors: G1-G9 of serving/BEHAVIOUR.md and the TF Serving source or
 test (PIT = model_servers/predict_impl_test.cc, PU/PUT = servables/tensorflow/predict_util{,_test}.cc,
 SC = model_servers/server_core.cc, GMM = model_servers/get_model_metadata_impl.cc,
 GMS = model_servers/get_model_status_impl.cc, MSI = model_servers/model_service_impl.cc,

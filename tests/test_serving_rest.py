@@ -1,7 +1,7 @@
 """Conformance of ``serving`` with TensorFlow Serving's REST API and model lifecycle.
 
 Every test names the TF Serving behaviour it mirrors: the item number of
-shared/tfserving-behaviour.md and the TF Serving source or test it comes from (HRT =
+serving/BEHAVIOUR.md and the TF Serving source or test it comes from (HRT =
 model_servers/http_rest_api_handler_test.cc, JTT = util/json_tensor_test.cc, JT =
 util/json_tensor.cc, HRU = model_servers/http_rest_api_util.cc, HS = model_servers/http_server.cc).
 

@@ -3,9 +3,10 @@ hand-checkable cases."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import sacrebleu
-from rouge_score import rouge_scorer
 
 from zoo.errors import ZooError
 from zoo.text_metrics import bleu, rouge
@@ -39,6 +40,7 @@ def test_bleu_equals_sacrebleu_corpus_bleu():
 
 
 def test_rouge_equals_rouge_score_mean_f_measures():
+    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")  # the eval extra
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
     scores = [scorer.score(ref, hyp) for hyp, ref in zip(HYPOTHESES, REFERENCES, strict=True)]
     expected = {k: sum(s[k].fmeasure for s in scores) / len(scores)
@@ -48,8 +50,9 @@ def test_rouge_equals_rouge_score_mean_f_measures():
 
 def test_hand_checkable_cases():
     assert bleu(REFERENCES, REFERENCES) == pytest.approx(100.0)
-    assert rouge(REFERENCES, REFERENCES) == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0}
     assert bleu(["a b c d"], ["w x y z"]) == 0.0
+    pytest.importorskip("rouge_score")  # the eval extra
+    assert rouge(REFERENCES, REFERENCES) == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0}
     # "the cat" against "the cat sat on the mat": unigram P = 2/2, R = 2/6 -> F = 0.5;
     # bigram P = 1/1, R = 1/5 -> F = 1/3; LCS = 2 -> F = 0.5
     result = rouge(["the cat"], ["the cat sat on the mat"])
@@ -65,3 +68,11 @@ def test_bad_inputs():
         bleu([], [])
     with pytest.raises(ZooError, match="same number"):
         bleu(["a", "b"], [["a"], ["b", "c"]])
+
+
+def test_rouge_without_the_eval_extra_names_it(monkeypatch):
+    for name in ("rouge_score", "rouge_score.rouge_scorer"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if rouge-score were not installed
+    with pytest.raises(ZooError, match=r"ROUGE needs the rouge-score package \(the 'eval' extra\)"
+                                       r".*keras-lm-zoo\[eval\]"):
+        rouge(HYPOTHESES, REFERENCES)

@@ -101,11 +101,48 @@ def gpu_compute_capability() -> float | None:
         return None
 
 
-def default_mixed_precision() -> bool:
-    """bfloat16 mixed precision by default where the GPU computes in bfloat16 natively: compute
-    capability >= 8.0 (Ampere and later); float32 elsewhere (CPUs, older GPUs)."""
-    capability = gpu_compute_capability()
-    return capability is not None and capability >= 8.0
+# Keras dtype policies a run may train under (``TrainConfig.mixed_precision`` takes these names).
+PRECISION_POLICIES = ("mixed_bfloat16", "mixed_float16", "float32")
+
+
+def policy_for_capability(capability: float | None, mixed: bool | None = None) -> str:
+    """The Keras dtype policy for training on a GPU of CUDA compute ``capability`` (``None``: no
+    GPU, or one that does not say).
+
+    ``mixed=None`` (the default choice): ``mixed_bfloat16`` from 8.0 on (Ampere, Hopper and later
+    compute in bfloat16 natively); ``mixed_float16`` on 7.x (Volta, Turing: float16 tensor cores,
+    no bfloat16), trained with loss scaling; ``float32`` elsewhere (CPUs, GPUs before 7.0).
+    ``mixed=True`` asks for mixed precision anyway: ``mixed_float16`` on 7.x, ``mixed_bfloat16``
+    everywhere else (on a CPU that only exercises the code path). ``mixed=False``: ``float32``.
+    """
+    if mixed is False:
+        return "float32"
+    if capability is not None and 7.0 <= capability < 8.0:
+        return "mixed_float16"
+    if mixed or (capability is not None and capability >= 8.0):
+        return "mixed_bfloat16"
+    return "float32"
+
+
+def mixed_precision_policy(mixed: bool | str | None = None) -> str:
+    """The dtype policy a training setting ``mixed`` means on this process's first GPU: a policy
+    name (one of ``PRECISION_POLICIES``) is taken as it is, ``None`` / ``True`` / ``False`` as
+    :func:`policy_for_capability` says. The device is asked only when the answer depends on it."""
+    if isinstance(mixed, str):
+        if mixed not in PRECISION_POLICIES:
+            raise ZooError(f"unknown mixed_precision {mixed!r}; use true, false, null (the "
+                           f"device's default) or one of: {', '.join(PRECISION_POLICIES)}")
+        return mixed
+    if mixed is False:
+        return "float32"
+    return policy_for_capability(gpu_compute_capability(), mixed)
+
+
+def default_mixed_precision() -> str:
+    """The dtype policy training uses by default on this device: ``mixed_bfloat16`` on GPUs of
+    compute capability >= 8.0, ``mixed_float16`` (with loss scaling) on 7.x, ``float32``
+    elsewhere (CPUs, older GPUs)."""
+    return mixed_precision_policy(None)
 
 
 class _LazyTensorFlow:

@@ -37,7 +37,9 @@ class TrainConfig:
     eval_batches: int | None = 50  # validation batches at each checkpoint (None: the whole split)
     early_stopping_patience: int | None = None  # checkpoints without improvement before stopping
     seed: int = 1337
-    mixed_precision: bool | None = None  # None: bfloat16 on a GPU, float32 on a CPU
+    # None: the device's default (bfloat16 on compute capability >= 8.0, float16 on 7.x, else
+    # float32); True / False; or a policy name: mixed_bfloat16, mixed_float16, float32
+    mixed_precision: bool | str | None = None
     jit_compile: bool | None = None  # None: XLA on a GPU
     distribute: str = "none"  # none | mirrored | multiworker | tpu (see zoo.distribute)
     backend: str | None = None  # tensorflow | jax; None: the Keras backend of the process
@@ -60,6 +62,10 @@ class TrainConfig:
             from zoo.backends import check_name
 
             check_name(self.backend)
+        if isinstance(self.mixed_precision, str):
+            from zoo.backends import mixed_precision_policy
+
+            mixed_precision_policy(self.mixed_precision)  # a known policy name, or ZooError
         if self.distribute not in DISTRIBUTE_CHOICES:
             raise ZooError(
                 f"unknown distribute {self.distribute!r}; choose one of: {', '.join(DISTRIBUTE_CHOICES)}"

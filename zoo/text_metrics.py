@@ -11,6 +11,7 @@ detokenized text, 0-100); ROUGE is ``rouge_score.rouge_scorer.RougeScorer`` (its
 tokenizer lowercases and keeps ASCII letters and digits, so a non-ASCII letter splits a word:
 BLEU is the measure to quote for German). Hypotheses and references are plain strings, one
 reference (a str) or several (a list of str, the same number for every hypothesis) each.
+``rouge-score`` comes with the ``eval`` extra; without it ``rouge`` raises ``ZooError`` saying so.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from zoo.errors import ZooError
+from zoo.extras import require
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -53,9 +55,9 @@ def rouge(hypotheses: Sequence[str], references: Sequence,
           rouge_types: Sequence[str] = ROUGE_TYPES, use_stemmer: bool = False) -> dict[str, float]:
     """Mean ROUGE F-measures (0-1) over the sentences: ``{"rouge1": ..., "rouge2": ...,
     "rougeL": ...}``. With several references a sentence scores its best one (``score_multi``)."""
-    from rouge_score import rouge_scorer
-
     refs = _check(hypotheses, references)
+    rouge_scorer = require("rouge_score.rouge_scorer", extra="eval", package="rouge-score",
+                           purpose="ROUGE")
     scorer = rouge_scorer.RougeScorer(list(rouge_types), use_stemmer=use_stemmer)
     totals = dict.fromkeys(rouge_types, 0.0)
     for hypothesis, targets in zip(hypotheses, refs, strict=True):
