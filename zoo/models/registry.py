@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import keras
 
 from zoo.errors import ZooError
+from zoo.model_catalog import catalog_entry
 from zoo.special_tokens import NUM_SPECIAL
 
 
@@ -28,7 +29,20 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register(spec: ModelSpec) -> ModelSpec:
-    """Add a model to the registry (called at import time by each model module)."""
+    """Add a model to the registry (called at import time by each model module).
+
+    The light catalogue ``zoo.model_catalog`` (what ``zoo models`` lists without importing Keras)
+    must list the model with the same description, task and preset names, else ``RuntimeError``:
+    a model added or changed here must be added or changed there too.
+    """
+    entry = catalog_entry(spec.name)
+    registered = (spec.description, spec.task, tuple(spec.presets))
+    if entry is None or (entry.description, entry.task, entry.presets) != registered:
+        listed = None if entry is None else (entry.description, entry.task, entry.presets)
+        raise RuntimeError(
+            f"model {spec.name!r} registers (description, task, presets) = {registered!r} but "
+            f"zoo/model_catalog.py lists {listed!r}; make them agree"
+        )
     _REGISTRY[spec.name] = spec
     return spec
 
