@@ -3,7 +3,8 @@
     zoo export runs/tfm --saved-model models/tfm [--version N] [--max-new-tokens N]
         [--temperature F] [--top-k K] [--top-p P]
 
-Prints the path of the version directory it wrote. Problems raise ``ZooError`` (the zoo's
+Prints the path of the version directory it wrote (the progress of each stage goes to stderr;
+``--quiet`` drops it). Problems raise ``ZooError`` (the zoo's
 ``main`` prints them on one line and exits with status 2).
 """
 
@@ -43,15 +44,19 @@ def _export_tflite(args) -> dict:
     import tempfile
 
     from export.tflite import corpus_windows, export_tflite
+    from zoo import progress
     from zoo.run import load
 
-    run = load(args.run)
-    texts = corpus_windows(run, "validation", args.eval_windows)
+    with progress.stage(f"loading {args.run}"):
+        run = load(args.run)
+    with progress.stage(f"reading {args.eval_windows} validation windows"):
+        texts = corpus_windows(run, "validation", args.eval_windows)
     result = export_tflite(run, args.tflite, quantize=args.quantize,
                            max_new_tokens=args.max_new_tokens, validation_texts=texts)
     report = {k: result[k] for k in ("path", "bytes", "quantize", "perplexity")}
     report["validation_windows"] = len(texts)
     if args.quantize != "none":
+        progress.echo("the float model, to compare its perplexity:")
         with tempfile.TemporaryDirectory() as tmp:
             reference = export_tflite(run, os.path.join(tmp, "float.tflite"),
                                       max_new_tokens=args.max_new_tokens, validation_texts=texts)
@@ -90,5 +95,6 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
                    "(calibrated on training windows)")
     p.add_argument("--eval-windows", type=int, default=200,
                    help="validation windows scored to report the LiteRT model's perplexity")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_export)
     return p

@@ -13,7 +13,8 @@ import os
 
 import numpy as np
 
-from zoo.errors import ZooError
+from zoo.extras import require
+from zoo.quiet import native_stderr
 
 __all__ = ["LiteRTModel", "load_interpreter"]
 
@@ -23,12 +24,8 @@ def load_interpreter(model, num_threads: int | None = None):
 
     ``model``: a path or the flatbuffer bytes.
     """
-    try:
-        from ai_edge_litert.interpreter import InterpreterWithCustomOps
-    except ImportError as err:
-        raise ZooError(
-            "running a LiteRT model needs the ai-edge-litert package (pip install ai-edge-litert)"
-        ) from err
+    litert = require("ai_edge_litert.interpreter", extra="litert", package="ai-edge-litert",
+                     purpose="running a LiteRT model")
     from tensorflow_text import tflite_registrar
 
     source = (
@@ -36,11 +33,12 @@ def load_interpreter(model, num_threads: int | None = None):
         if isinstance(model, (bytes, bytearray))
         else {"model_path": os.fspath(model)}
     )
-    return InterpreterWithCustomOps(
-        custom_op_registerers=list(tflite_registrar.SELECT_TFTEXT_OPS),
-        num_threads=num_threads,
-        **source,
-    )
+    with native_stderr():  # LiteRT announces its CPU delegate on descriptor 2
+        return litert.InterpreterWithCustomOps(
+            custom_op_registerers=list(tflite_registrar.SELECT_TFTEXT_OPS),
+            num_threads=num_threads,
+            **source,
+        )
 
 
 def _strings(texts) -> np.ndarray:

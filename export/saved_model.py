@@ -37,6 +37,7 @@ import types
 
 import tensorflow as tf
 
+from zoo import progress
 from zoo.errors import ZooError
 from zoo.export_contract import (
     EXPORT_FORMAT,
@@ -45,7 +46,7 @@ from zoo.export_contract import (
     STREAM_SIGNATURES,
     WARMUP_FILE,
 )
-from zoo.run import load_finished
+from zoo.run import LoadedRun, load_finished
 from zoo.tasks import get_task, task_of
 
 __all__ = [
@@ -100,7 +101,7 @@ def _check_settings(max_new_tokens, temperature, top_k, top_p, version) -> None:
 
 def saved_model(run_or_model, base: str, version: int | None = None, *, max_new_tokens: int = 64,
                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                streaming: bool = True) -> str:
+                streaming: bool = True, verbose: int | None = None) -> str:
     """Export a run (directory or ``LoadedRun``) as SavedModel ``BASE/<version>/``; returns its path.
 
     Args:
@@ -114,12 +115,25 @@ def saved_model(run_or_model, base: str, version: int | None = None, *, max_new_
         ``temperature == 0``).
       streaming: also export ``stream_start`` / ``stream_step`` (token-by-token decoding with
         the cache as explicit state; what ``zoo serve``'s ``:generate_stream`` route uses).
+      verbose: 1 prints each stage (signatures, saving, warm-up records) and its time on
+        stderr; None: the ambient level (``zoo.progress``; ``zoo export`` prints them).
 
     Raises ``ZooError`` for a missing or unfinished run, bad settings, or an existing version.
     Nothing is left in ``base`` when the export fails.
     """
     _check_settings(max_new_tokens, temperature, top_k, top_p, version)
-    run = load_finished(run_or_model)
+    with progress.verbosity(verbose):
+        return _export(run_or_model, base, version, max_new_tokens=max_new_tokens,
+                       temperature=temperature, top_k=top_k, top_p=top_p, streaming=streaming)
+
+
+def _export(run_or_model, base: str, version: int | None, *, max_new_tokens: int,
+            temperature: float, top_k: int, top_p: float, streaming: bool) -> str:
+    if isinstance(run_or_model, LoadedRun):
+        run = run_or_model
+    else:
+        with progress.stage(f"loading {run_or_model}"):
+            run = load_finished(run_or_model)
     base = os.path.abspath(os.fspath(base))
     if os.path.exists(base) and not os.path.isdir(base):
         raise ZooError(f"{base} exists and is not a directory")
@@ -134,8 +148,10 @@ def saved_model(run_or_model, base: str, version: int | None = None, *, max_new_
                         top_p=top_p)
         if streaming:
             settings["streaming"] = True
-        _write(run, tmp, **settings)
-        final = _publish(tmp, base, version)
+        with progress.stage(f"exporting a SavedModel under {base}") as exporting:
+            _write(run, tmp, **settings)
+            final = _publish(tmp, base, version)
+            exporting.detail = final
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if created_base:
@@ -184,17 +200,22 @@ def _write(run, directory: str, **settings) -> None:
     """Save the task's signatures, warm-up records and export info into ``directory``."""
     name = task_of(run.config)
     task = get_task(name)
-    module, signatures, export_settings = task.serving_module(run, **settings)
-    tf.saved_model.save(module, directory, signatures=signatures)
+    with progress.stage(f"building the {name} signatures") as building:
+        module, signatures, export_settings = task.serving_module(run, **settings)
+        building.detail = ", ".join(signatures)
+    with progress.stage("saving (tracing every signature)"):
+        tf.saved_model.save(module, directory, signatures=signatures)
     if export_settings.get("method_names"):  # e.g. a classify signature for TF Serving's Classify
         from export._signature_method import set_method_names
 
         set_method_names(directory, export_settings["method_names"])
     extra = os.path.join(directory, EXTRA_ASSETS_DIR)
     os.makedirs(extra, exist_ok=True)
-    records = task.warmup_records(run, **settings)
-    if records:
-        write_warmup_file(os.path.join(extra, WARMUP_FILE), records)
+    with progress.stage("writing the warm-up requests") as warming:
+        records = task.warmup_records(run, **settings)
+        if records:
+            write_warmup_file(os.path.join(extra, WARMUP_FILE), records)
+        warming.detail = f"{len(records)} records"
     info = {
         "format": EXPORT_FORMAT,
         "task": name,

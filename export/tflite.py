@@ -75,6 +75,7 @@ from export._litert_views import log_likelihood, make_view
 from export._tflite_byte_bpe import ByteBPECodec
 from export._tflite_text import build_codec
 from export.litert_runner import LiteRTModel, load_interpreter
+from zoo import progress
 from zoo.errors import ZooError
 from zoo.generation.loop import SUPPRESSED_TOKEN_IDS, DecodeSettings, decode
 from zoo.generation.prompts import PROMPT_BUCKET, prepare_prompts
@@ -319,7 +320,8 @@ def _int8_quantize(converter, calibration_texts) -> bytes:
     texts = list(calibration_texts)
 
     def representative_dataset():
-        for text in texts:
+        label = f"calibrating int8 on {len(texts)} texts (the score signature)"
+        for text in progress.track(texts, label, len(texts), unit="text"):
             yield "score", {"text": np.array([text.encode("utf-8")], dtype=object)}
 
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -328,15 +330,20 @@ def _int8_quantize(converter, calibration_texts) -> bytes:
         tflite_registrar.SELECT_TFTEXT_OPS
     )
     converter._experimental_calibrate_only = True
-    calibrated = converter.convert()
-    return tflite_convert.mlir_quantize(calibrated, denylisted_ops=list(INT8_FLOAT_OPS))
+    with progress.stage("converting to LiteRT and calibrating (quantize=int8)"):
+        calibrated = converter.convert()
+    with progress.stage("quantizing to int8"):
+        return tflite_convert.mlir_quantize(calibrated, denylisted_ops=list(INT8_FLOAT_OPS))
 
 
 def _convert(module, quantize: str, calibration_texts) -> bytes:
-    frozen = _FrozenSignatures(module.signatures())
-    signatures = frozen.signatures()
+    with progress.stage("freezing the signatures") as freezing:
+        frozen = _FrozenSignatures(module.signatures())
+        signatures = frozen.signatures()
+        freezing.detail = ", ".join(signatures)
     with tempfile.TemporaryDirectory(prefix="zoo-litert-") as tmp:
-        tf.saved_model.save(frozen, tmp, signatures=signatures)
+        with progress.stage("saving them for the converter"):
+            tf.saved_model.save(frozen, tmp, signatures=signatures)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=list(signatures))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         converter.allow_custom_ops = True  # only the TF Text ops: checked by _check_ops
@@ -347,7 +354,10 @@ def _convert(module, quantize: str, calibration_texts) -> bytes:
         try:
             if quantize == "int8":
                 return _int8_quantize(converter, calibration_texts)
-            return converter.convert()
+            with progress.stage(f"converting to LiteRT (quantize={quantize})") as converting:
+                flatbuffer = converter.convert()
+                converting.detail = f"{len(flatbuffer):,} bytes"
+            return flatbuffer
         except Exception as err:  # the converter raises many types; keep the first lines
             message = "\n".join(str(err).strip().splitlines()[:6])
             raise ZooError(f"LiteRT conversion failed ({quantize}): {message}") from err
@@ -363,7 +373,7 @@ def corpus_windows(run, split: str = "validation", count: int = 200, tokens: int
     """
     from zoo import data as zdata
 
-    if not (data or run.config.get("data")):
+    if count <= 0 or not (data or run.config.get("data")):
         return []
     corpus = zdata.load_corpus(data or run.config["data"])
     if corpus.kind != "stream":
@@ -394,7 +404,8 @@ def _write_atomic(path: str, data: bytes) -> None:
 
 
 def export_tflite(run_or_dir, path, *, quantize: str = "none", max_new_tokens: int = 32,
-                  calibration_texts=None, validation_texts=None) -> dict:
+                  calibration_texts=None, validation_texts=None,
+                  verbose: int | None = None) -> dict:
     """Write the run as a LiteRT flatbuffer at ``path``; see the module docstring.
 
     Args:
@@ -406,16 +417,28 @@ def export_tflite(run_or_dir, path, *, quantize: str = "none", max_new_tokens: i
         split, ``corpus_windows(run, "train", 64)``).
       validation_texts: when given, the written model scores them and the result has
         ``perplexity`` (corpus level: ``exp(-sum log_likelihood / sum num_tokens)``).
+      verbose: 1 prints each stage (freezing, conversion, int8 calibration with a bar,
+        scoring) and its time on stderr; None: the ambient level (``zoo.progress``).
 
     Returns ``{"path", "bytes", "quantize", "ops"}`` (+ ``"perplexity"``).
     Raises ``ZooError`` for bad arguments, unsupported tokenizers and failed conversions.
     """
     if quantize not in QUANTIZE_MODES:
         raise ZooError(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, got {quantize!r}")
+    with progress.verbosity(verbose):
+        return _export_tflite(run_or_dir, path, quantize, max_new_tokens, calibration_texts,
+                              validation_texts)
+
+
+def _export_tflite(run_or_dir, path, quantize: str, max_new_tokens: int, calibration_texts,
+                   validation_texts) -> dict:
     run = load_finished(run_or_dir)
-    module = build_module(run, max_new_tokens)
+    progress.echo(f"exporting LiteRT (quantize={quantize}) to {os.fspath(path)}")
+    with progress.stage("building the LiteRT signatures"):
+        module = build_module(run, max_new_tokens)
     if quantize == "int8" and calibration_texts is None:
-        calibration_texts = corpus_windows(run, "train", DEFAULT_CALIBRATION_WINDOWS)
+        with progress.stage("reading calibration windows of the training split"):
+            calibration_texts = corpus_windows(run, "train", DEFAULT_CALIBRATION_WINDOWS)
     if quantize == "int8" and not calibration_texts:
         raise ZooError("int8 quantization needs calibration texts")
     flatbuffer = _convert(module, quantize, calibration_texts)
@@ -425,7 +448,9 @@ def export_tflite(run_or_dir, path, *, quantize: str = "none", max_new_tokens: i
     result = {"path": path, "bytes": len(flatbuffer), "quantize": quantize, "ops": ops}
     if validation_texts is not None:
         texts = list(validation_texts)  # none (a run without a corpus): the perplexity is NaN
-        result["perplexity"] = LiteRTModel(flatbuffer).perplexity(texts) if texts else math.nan
+        with progress.stage(f"scoring {len(texts)} validation texts with LiteRT") as scoring:
+            result["perplexity"] = LiteRTModel(flatbuffer).perplexity(texts) if texts else math.nan
+            scoring.detail = f"perplexity {result['perplexity']:.3f}"
     return result
 
 

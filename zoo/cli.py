@@ -1,22 +1,33 @@
 """The ``zoo`` command: models, train, eval, generate, translate, fill-mask, classify, export, serve.
 
 Problems with what the user asked for are printed as one line on stderr with exit status 2.
+
+Start-up is light: this module and what it imports at module level use the standard library only,
+so ``zoo --help``, ``zoo --version``, ``zoo models`` and every ``zoo COMMAND --help`` run without
+importing Keras or TensorFlow; each command imports what it needs when it runs. ``main`` first sets
+up the log level (``zoo.quiet``: ``--verbose`` or ``ZOO_LOG_LEVEL``), which keeps TensorFlow's C++
+log lines and other libraries' warnings off the terminal by default.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from zoo import quiet
+from zoo.errors import ZooError
+from zoo.model_catalog import MODELS, model_names
 
-from zoo.errors import ZooError  # noqa: E402
+DISTRIBUTION = "keras-lm-zoo"
 
 
 def _cmd_models(args) -> int:
+    if not args.verbose:  # names and descriptions: the light catalogue, no Keras
+        for name in model_names():
+            print(f"{name:16s} {MODELS[name].description}")
+        return 0
     from zoo.models import build_model, get_spec, list_models
 
     for name in list_models():
@@ -90,7 +101,7 @@ def _cmd_prepare(args) -> int:
     from zoo.data.prepared import prepare
 
     manifest = prepare(args.data, args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-                       shard_tokens=args.shard_tokens)
+                       shard_tokens=args.shard_tokens, verbose=0 if args.quiet else 1)
     splits = {name: {"tokens": entry["tokens"], "shards": len(entry["shards"])}
               for name, entry in manifest["splits"].items()}
     print(json.dumps({"out": os.path.abspath(args.out), "tokenizer": manifest["tokenizer"]["kind"],
@@ -105,7 +116,8 @@ def _cmd_eval(args) -> int:
     options = {k: v for k, v in dict(strategy=args.strategy, num_beams=args.num_beams,
                                      max_examples=args.max_examples).items() if v is not None}
     print(json.dumps(evaluate(args.run, data=args.data, split=args.split,
-                              batch_size=args.batch_size, **options), indent=2))
+                              batch_size=args.batch_size, verbose=0 if args.quiet else 1,
+                              **options), indent=2))
     return 0
 
 
@@ -197,8 +209,42 @@ def _cmd_serve(args) -> int:
     return serve_main(args.serve_args)
 
 
+def package_version() -> str:
+    """The installed version of the zoo (``importlib.metadata``), else ``zoo.__version__``."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        from zoo import __version__
+
+        return __version__
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print ``zoo VERSION`` and exit (the version looked up only when asked)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 default: object = argparse.SUPPRESS, help: str = "print the version and exit"):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(f"zoo {package_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoo", description="Keras/TensorFlow language-model zoo")
+    """The ``zoo`` argument parser (builds without importing Keras or TensorFlow)."""
+    parser = argparse.ArgumentParser(
+        prog="zoo", description="Keras/TensorFlow language-model zoo",
+        epilog=f"Log level: {quiet.ENV_VAR}={'|'.join(quiet.LEVELS)} (default quiet: the zoo's "
+        "own messages only, no TensorFlow C++ log lines or library warnings); --verbose = info.",
+    )
+    parser.add_argument("--version", action=_VersionAction)
+    parser.add_argument("--verbose", dest="log_verbose", action="store_true",
+                        help=f"also show the libraries' log lines and warnings (TensorFlow's C++ "
+                        f"logs included); the same as {quiet.ENV_VAR}=info")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("models", help="list the named models")
@@ -225,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="model.<field>=V or train.<field>=V (repeatable)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--backend", default=None, metavar="NAME",
                    help="Keras backend to train on: tensorflow (default) or jax; also read from "
                         "KERAS_BACKEND")
@@ -241,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="new directory; train on it with --data prepared:DIR")
     p.add_argument("--shard-tokens", type=int, default=1 << 22,
                    help="token ids per shard (default 4194304)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("eval", help="metrics over a whole split (JSON): loss and perplexity; "
@@ -254,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-beams", type=int, help="translation runs with --strategy beam")
     p.add_argument("--max-examples", type=int,
                    help="translation runs: score the first N pairs only (default: all)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("generate", help="continue a prompt")
@@ -306,18 +354,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``zoo`` console script."""
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["serve"]:  # the server parses its own TF Serving-style flags
-        args = argparse.Namespace(func=_cmd_serve, serve_args=argv[1:])
+    command = next((i for i, arg in enumerate(argv) if arg != "--verbose"), len(argv))
+    if argv[command:command + 1] == ["serve"]:  # the server parses its own TF Serving-style flags
+        args = argparse.Namespace(func=_cmd_serve, serve_args=argv[command + 1:],
+                                  log_verbose=command > 0)
     else:
         args = build_parser().parse_args(argv)
+    try:
+        level = quiet.level_from(args.log_verbose)
+    except ValueError as err:
+        print(f"zoo: error: {err}", file=sys.stderr)
+        return 2
+    quiet.configure(level)  # logging, warnings, and quiet native logs, before TensorFlow loads
     try:
         if args.func is _cmd_train:  # before anything imports Keras, which fixes its backend
             from zoo.backends import select
 
             args.backend = select(args.backend)
-        return args.func(args)
+        from zoo.progress import verbosity
+
+        with verbosity(0 if getattr(args, "quiet", False) else 1):  # progress on stderr
+            return args.func(args)
     except ZooError as err:
         print(f"zoo: error: {err}", file=sys.stderr)
         return 2

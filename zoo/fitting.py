@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import keras
 
-from zoo import backends
+from zoo import backends, progress
 from zoo.config import TrainConfig
 from zoo.errors import ZooError
 from zoo.files import (
@@ -203,6 +203,144 @@ class _StopAtStep(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class _StepProgress(keras.callbacks.Callback):
+    """Training progress over the global step, on stderr (``zoo.progress``), in place of Keras'
+    per-"epoch" bars (an epoch here is only a checkpoint segment)::
+
+        step 1200/2000  loss 1.2340  12,345 tok/s  ETA 1m20s
+        checkpoint at step 1200: val_loss 1.3012  val_perplexity 3.67  (validation 2.1 s)
+
+    ``loss`` is Keras' running mean since the last checkpoint; ``tok/s`` counts training time
+    only (``steps/s`` when ``tokens_per_step`` is unknown); the ETA extrapolates the wall-clock
+    rate since the first step (compilation excluded; validations included). ``verbose=1``: a
+    step line at most every ``interval`` seconds (on a terminal one line rewritten in place,
+    every 0.2 s) and at each checkpoint; ``verbose=2``: the lines of the checkpoints only.
+    Counts the batches itself, like ``_StopAtStep``, and never reads the model per step."""
+
+    def __init__(self, total_steps: int, start_step: int, segment: int,
+                 tokens_per_step: int | None, verbose: int, interval: float = 10.0):
+        super().__init__()
+        self.total_steps, self.start_step, self.segment = total_steps, start_step, segment
+        self.step = start_step
+        self.tokens_per_step = tokens_per_step
+        self.verbose = verbose
+        self.live = verbose == 1 and getattr(progress.stream(), "isatty", lambda: False)()
+        self.interval = 0.2 if self.live else interval
+        self._open_line = False  # a live line is on the screen without its newline
+
+    def _out(self, text: str) -> None:
+        out = progress.stream()
+        out.write(text)
+        out.flush()
+
+    def on_train_begin(self, logs=None):
+        self._first = None  # (time, step) once the first step (and its compilation) is done
+        self._last_line = 0.0
+        self._train_seconds = 0.0
+        self._batch_started = None
+        self._validation_started = None
+        self._validation_seconds = 0.0
+        self._out(f"training steps {self.start_step + 1}-{self.total_steps} of "
+                  f"{self.total_steps}, a checkpoint every {self.segment} steps\n")
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._batch_started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        now = time.perf_counter()
+        if self._first is None:
+            self._first = (now, self.step)
+        elif self._batch_started is not None:
+            self._train_seconds += now - self._batch_started
+        if self.verbose == 1 and (now - self._last_line >= self.interval
+                                  or self.step == self._first[1]):
+            self._line(logs, now)
+
+    def _line(self, logs, now: float, end: bool = False) -> None:
+        steps = self.step - self._first[1] if self._first else 0
+        rate = steps / self._train_seconds if steps and self._train_seconds > 0 else None
+        wall = (now - self._first[0]) / steps if steps else None
+        eta = wall * (self.total_steps - self.step) if wall is not None else None
+        loss = (logs or {}).get("loss")
+        line = progress.step_line(
+            self.step, self.total_steps, None if loss is None else float(loss),
+            tokens_per_second=rate * self.tokens_per_step if rate and self.tokens_per_step else None,
+            steps_per_second=rate, eta_seconds=eta if self.step < self.total_steps else None)
+        if self.live:
+            self._out("\r" + line.ljust(79) + ("\n" if end else ""))
+            self._open_line = not end
+        else:
+            self._out(line + "\n")
+        self._last_line = now
+
+    def on_test_begin(self, logs=None):
+        self._validation_started = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        if self._validation_started is not None:
+            self._validation_seconds = time.perf_counter() - self._validation_started
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self._line(logs, time.perf_counter(), end=True)
+        values = "  ".join(f"{k} {float(v):.4f}" for k, v in logs.items() if k.startswith("val_"))
+        took = f"  (validation {self._validation_seconds:.1f} s)" if self._validation_seconds else ""
+        self._out(f"checkpoint at step {self.step}: {values or 'saved'}{took}\n")
+        self._validation_seconds = 0.0
+
+    def on_train_end(self, logs=None):
+        if self._open_line:
+            self._out("\n")
+            self._open_line = False
+
+
+class _StepTensorBoard(keras.callbacks.Callback):
+    """TensorBoard scalars keyed by the **global step** (Keras' own callback keys its
+    ``update_freq="epoch"`` scalars by the epoch, here a checkpoint segment, whose count restarts
+    on resume). At each checkpoint: the training metrics (Keras' means since the previous
+    checkpoint) and the learning rate in ``LOG_DIR/train``, the validation metrics (``val_``
+    removed) in ``LOG_DIR/validation``. ``tensorboard --logdir RUN/logs`` shows them."""
+
+    def __init__(self, log_dir: str, start_step: int):
+        super().__init__()
+        self.log_dir = log_dir
+        self.step = start_step
+        self._writers: dict = {}
+
+    def _writer(self, name: str):
+        import tensorflow as tf
+
+        if name not in self._writers:
+            self._writers[name] = tf.summary.create_file_writer(os.path.join(self.log_dir, name))
+        return self._writers[name]
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+
+        logs = dict(logs or {})
+        optimizer = getattr(self.model, "optimizer", None)
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # a loss-scale wrapper
+        if optimizer is not None and "learning_rate" not in logs:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        for split, prefix in (("train", ""), ("validation", "val_")):
+            values = {k[len(prefix):]: v for k, v in logs.items()
+                      if k.startswith("val_") == bool(prefix)}
+            if values:
+                with self._writer(split).as_default():
+                    for name, value in values.items():
+                        tf.summary.scalar(name, float(value), step=self.step)
+                self._writer(split).flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+
 def learning_rate_schedule(train: TrainConfig, total_steps: int):
     """Linear warm-up to ``learning_rate`` then cosine decay to ``min_learning_rate_ratio`` of it:
 
@@ -242,6 +380,7 @@ must be created there to be aggregated across replicas) and the mixed-precision 
     monitor_mode: str = "min"
     agree: dict = field(default_factory=dict)
     no_decay: tuple[str, ...] = ("bias", "gamma", "beta", "embeddings")
+    tokens_per_step: int | None = None  # for the progress lines' tok/s (None: steps/s)
 
 
 @dataclass
@@ -296,14 +435,17 @@ def make_optimizer(settings: TrainConfig, total_steps: int,
 
 
 def _common_callbacks(out: str, settings: TrainConfig, plan: FitPlan, start_step: int,
-                      total_steps: int, worker) -> list:
-    """Stop at the last step, TensorBoard (chief, where TensorFlow is installed), early
-    stopping and the target metric."""
+                      total_steps: int, worker, verbose: int = 0) -> list:
+    """Stop at the last step, TensorBoard by global step (chief, where TensorFlow is
+    installed), the progress lines (chief, ``verbose`` > 0), early stopping and the target
+    metric."""
     callbacks: list[keras.callbacks.Callback] = [_StopAtStep(total_steps, start_step)]
     if worker.is_chief and backends.tensorflow_installed():
-        callbacks.append(
-            keras.callbacks.TensorBoard(log_dir=os.path.join(out, LOG_DIR), update_freq="epoch")
-        )
+        callbacks.append(_StepTensorBoard(os.path.join(out, LOG_DIR), start_step))
+    if worker.is_chief and verbose:
+        callbacks.append(_StepProgress(total_steps, start_step,
+                                       min(settings.checkpoint_every, total_steps),
+                                       plan.tokens_per_step, verbose))
     if settings.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -319,11 +461,34 @@ def _common_callbacks(out: str, settings: TrainConfig, plan: FitPlan, start_step
     return callbacks
 
 
-def _mixed_precision(settings: TrainConfig) -> bool:
-    """bfloat16 mixed precision by default on a GPU of compute capability >= 8.0."""
-    if settings.mixed_precision is not None:
-        return bool(settings.mixed_precision)
-    return backends.default_mixed_precision()
+def _mixed_precision(settings: TrainConfig, out: str | None = None, worker=None) -> str:
+    """The run's Keras dtype policy: ``mixed_bfloat16``, ``mixed_float16`` or ``float32``.
+
+    A run keeps the policy its ``config.json`` records as ``"mixed_precision"``: a resumed run
+    must build the optimizer its checkpoints hold (a float16 run's carries a loss scale), whatever
+    device it resumes on. A new run takes ``settings.mixed_precision`` (``None``: the device's
+    default, ``backends.default_mixed_precision``: bfloat16 on compute capability >= 8.0, float16
+    on 7.x, float32 elsewhere), and the chief records the choice in ``out/config.json``.
+    """
+    config_path = os.path.join(out, CONFIG_FILE) if out else None
+    record = read_json(config_path) if config_path and os.path.isfile(config_path) else None
+    recorded = record.get("mixed_precision") if record else None
+    if recorded in backends.PRECISION_POLICIES:
+        return recorded
+    policy = backends.mixed_precision_policy(settings.mixed_precision)
+    if record is not None and (worker is None or worker.is_chief):
+        write_json_atomic(config_path, {**record, "mixed_precision": policy})
+    return policy
+
+
+def _loss_scaled(optimizer, policy: str):
+    """``optimizer`` wrapped in ``keras.optimizers.LossScaleOptimizer`` under ``mixed_float16``
+    (dynamic loss scaling keeps small float16 gradients from underflowing), else as it is.
+    ``Model.compile`` would wrap it too (``auto_scale_loss``), but only the model's own copy:
+    wrapped here, the loss scale is the optimizer the checkpoints save and restore."""
+    if policy == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 # XLA's compilation costs a few seconds on a CPU (about 4 s more warm-up for transformer_lm small)
@@ -405,18 +570,19 @@ class _KerasCheckpoints(keras.callbacks.Callback):
 def _fit_portable(out: str, settings: TrainConfig, worker, plan: FitPlan, verbose: int) -> FitResult:
     total_steps = plan.total_steps
     segment = min(settings.checkpoint_every, total_steps)
-    mixed = _mixed_precision(settings)
+    policy = _mixed_precision(settings, out, worker)
+    mixed = policy != "float32"
     checkpoint_dir = os.path.join(out, CHECKPOINT_DIR)
     if _has_tf_checkpoint(checkpoint_dir) and not portable_checkpoints(checkpoint_dir):
         raise ZooError(f"{out} holds TensorFlow checkpoints: resume it with --backend tensorflow")
     previous_policy = keras.mixed_precision.global_policy()
     if mixed:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        keras.mixed_precision.set_global_policy(policy)
     try:
         keras.utils.set_random_seed(settings.seed)
         model = plan.build_model()
         jit = _jit(settings, model, total_steps)
-        optimizer = make_optimizer(settings, total_steps, plan.no_decay)
+        optimizer = _loss_scaled(make_optimizer(settings, total_steps, plan.no_decay), policy)
         optimizer.build(model.trainable_variables)
         model.compile(optimizer=optimizer, loss=plan.loss, metrics=plan.make_metrics(),
                       jit_compile=jit)
@@ -431,7 +597,8 @@ def _fit_portable(out: str, settings: TrainConfig, worker, plan: FitPlan, verbos
             return int(optimizer.iterations)
 
         callbacks = [_KerasCheckpoints(checkpoint_dir),
-                     *_common_callbacks(out, settings, plan, start_step, total_steps, worker)]
+                     *_common_callbacks(out, settings, plan, start_step, total_steps, worker,
+                                        verbose)]
         valid = plan.make_valid_ds()
         validation = dict(validation_data=valid)
         if isinstance(valid, tuple):  # NumPy (x, y): batched here
@@ -446,7 +613,7 @@ def _fit_portable(out: str, settings: TrainConfig, worker, plan: FitPlan, verbos
                 steps_per_epoch=segment,
                 callbacks=callbacks,
                 shuffle=False,  # batches are already random, and a function of the step
-                verbose=verbose,
+                verbose=0,  # progress over the global step: _StepProgress
                 **validation,
             )
             history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
@@ -489,10 +656,11 @@ def _fit_tensorflow(out: str, settings: TrainConfig, strategy, worker, plan: Fit
             f"distribute={settings.distribute!r} (XLA compiles the step for one device); leave "
             "jit_compile unset"
         )
-    mixed = _mixed_precision(settings)
+    policy = _mixed_precision(settings, out, worker)
+    mixed = policy != "float32"
     previous_policy = keras.mixed_precision.global_policy()
     if mixed:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        keras.mixed_precision.set_global_policy(policy)
     # A non-chief worker writes its share of each save here, and deletes it.
     scratch = None if worker.is_chief else tempfile.mkdtemp(prefix=f"zoo-worker{worker.task_index}-")
     try:
@@ -500,7 +668,7 @@ def _fit_tensorflow(out: str, settings: TrainConfig, strategy, worker, plan: Fit
             keras.utils.set_random_seed(settings.seed)
             model = plan.build_model()
             jit = _jit(settings, model, total_steps, strategy)
-            optimizer = make_optimizer(settings, total_steps, plan.no_decay)
+            optimizer = _loss_scaled(make_optimizer(settings, total_steps, plan.no_decay), policy)
             optimizer.build(model.trainable_variables)
             replicas = strategy.num_replicas_in_sync if strategy is not None else 1
             model.compile(
@@ -545,7 +713,8 @@ def _fit_tensorflow(out: str, settings: TrainConfig, strategy, worker, plan: Fit
             return int(optimizer.iterations.numpy())
 
         callbacks = [_CheckpointAtSegmentEnd(manager, step_of, discard=scratch is not None),
-                     *_common_callbacks(out, settings, plan, start_step, total_steps, worker)]
+                     *_common_callbacks(out, settings, plan, start_step, total_steps, worker,
+                                        verbose)]
 
         def make_train_ds():
             return plan.make_train_ds(start_step, total_steps - start_step)
@@ -570,7 +739,7 @@ def _fit_tensorflow(out: str, settings: TrainConfig, strategy, worker, plan: Fit
                 validation_steps=validation_steps,
                 callbacks=callbacks,
                 shuffle=False,  # batches are already random, and a function of the step
-                verbose=verbose if worker.is_chief else 0,
+                verbose=0,  # progress over the global step: _StepProgress (chief)
             )
             history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
         train_seconds = time.time() - started

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from zoo import progress
 from zoo.errors import ZooError
 from zoo.files import file_sha256, read_json
 from zoo.importers import check_new_run_dir, write_run
@@ -195,8 +196,9 @@ def _norm(layer, tensors: _Tensors, prefix: str) -> None:
     layer.beta.assign(tensors.get(prefix + ".bias"))
 
 
-def load_weights(model, tensors: _Tensors) -> None:
-    """Copy the checkpoint's tensors into a ``GPT2`` model (mapping in the module docstring)."""
+def load_weights(model, tensors: _Tensors, verbose: int = 0) -> None:
+    """Copy the checkpoint's tensors into a ``GPT2`` model (mapping in the module docstring);
+    ``verbose`` > 0: a bar over the blocks on stderr (``zoo.progress``)."""
     wte = tensors.get("wte.weight")
     if "lm_head.weight" in tensors.names() and not np.array_equal(
         tensors.get("lm_head.weight"), wte
@@ -205,7 +207,9 @@ def load_weights(model, tensors: _Tensors) -> None:
                        "supported (the zoo's gpt2 ties them, as GPT-2 does)")
     model.embedding.token_embedding.embeddings.assign(wte)
     model.embedding.position_embedding.embeddings.assign(tensors.get("wpe.weight"))
-    for i, block in enumerate(model.blocks):
+    blocks = progress.track(model.blocks, "copying the weights, block by block",
+                            len(model.blocks), verbose, unit="block")
+    for i, block in enumerate(blocks):
         h = f"h.{i}."
         attention = block.attention
         _norm(block.attention_norm, tensors, h + "ln_1")
@@ -225,13 +229,26 @@ def load_weights(model, tensors: _Tensors) -> None:
 # the import
 
 
-def import_gpt2(checkpoint_dir: str, out: str) -> LoadedRun:
+def _digests(paths: list[str]) -> dict[str, str]:
+    """``{file name: sha256}`` of the checkpoint's weight files (a stage: they are large)."""
+    with progress.stage(f"computing the sha256 of {len(paths)} weight file(s)"):
+        return {os.path.basename(p): file_sha256(p) for p in paths}
+
+
+def import_gpt2(checkpoint_dir: str, out: str, verbose: int | None = None) -> LoadedRun:
     """Import the GPT-2 checkpoint in ``checkpoint_dir`` as the run directory ``out``.
 
     Returns the loaded run (``zoo.LoadedRun``): generation stops at ``<|endoftext|>`` (the
     config's ``eos_token_id``), as Hugging Face's ``generate`` does. Raises ``ZooError`` for a
     missing file or tensor, a wrong shape, an unsupported config or an ``out`` that exists.
+    ``verbose`` > 0 shows each stage on stderr (None: the ambient level, ``zoo.progress``;
+    ``zoo import`` shows them).
     """
+    with progress.verbosity(verbose):
+        return _import_gpt2(checkpoint_dir, out)
+
+
+def _import_gpt2(checkpoint_dir: str, out: str) -> LoadedRun:
     from zoo.models import build_model
     from zoo.models.gpt2 import GPT2Config
     from zoo.tokenizers import ByteBPETokenizer
@@ -244,18 +261,22 @@ def import_gpt2(checkpoint_dir: str, out: str) -> LoadedRun:
     config_path = os.path.join(directory, CONFIG)
     config = read_json(config_path, missing=_NOT_GPT2)
     settings = model_settings(config, config_path)
-    tokenizer = ByteBPETokenizer.from_files(os.path.join(directory, "vocab.json"),
-                                            os.path.join(directory, "merges.txt"))
+    with progress.stage("reading the byte-level BPE tokenizer"):
+        tokenizer = ByteBPETokenizer.from_files(os.path.join(directory, "vocab.json"),
+                                                os.path.join(directory, "merges.txt"))
     vocab_size = settings.pop("vocab_size")
     if tokenizer.vocab_size != vocab_size:
         raise ZooError(f"vocab.json has {tokenizer.vocab_size} tokens but config.json says "
                        f"vocab_size={vocab_size}")
-    tensors = _Tensors(directory)
-    check_tensors(tensors, expected_shapes(dict(settings, vocab_size=vocab_size)))
+    with progress.stage("opening the checkpoint's tensors"):
+        tensors = _Tensors(directory)
+        check_tensors(tensors, expected_shapes(dict(settings, vocab_size=vocab_size)))
 
     model_config = GPT2Config(**settings)
-    model = build_model("gpt2", vocab_size, "small", **asdict(model_config))
-    load_weights(model, tensors)
+    with progress.stage(f"building gpt2 ({model_config.num_layers} layers)") as building:
+        model = build_model("gpt2", vocab_size, "small", **asdict(model_config))
+        building.detail = f"{model.count_params():,} parameters"
+    load_weights(model, tensors, progress.level())
     eos = config.get("eos_token_id")
     if isinstance(eos, bool) or not isinstance(eos, int) or not 0 <= eos < vocab_size:
         eos = tokenizer.end_of_text_id
@@ -273,7 +294,7 @@ def import_gpt2(checkpoint_dir: str, out: str) -> LoadedRun:
         "imported": {
             "format": "huggingface-gpt2",
             "source": directory,
-            "sha256": {os.path.basename(p): file_sha256(p) for p in tensors.files},
+            "sha256": _digests(tensors.files),
         },
     }
     metrics = {"completed": True, "steps": 0, "parameters": int(model.count_params()),

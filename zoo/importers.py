@@ -21,6 +21,7 @@ import shutil
 import time
 from typing import TYPE_CHECKING
 
+from zoo import progress
 from zoo.errors import ZooError
 from zoo.files import CONFIG_FILE, METRICS_FILE, MODEL_FILE, TOKENIZER_DIR
 
@@ -31,13 +32,16 @@ if TYPE_CHECKING:  # zoo.run imports TensorFlow: not at CLI start-up
 IMPORTERS = {"gpt2": "zoo.gpt2_import:import_gpt2"}
 
 
-def import_checkpoint(fmt: str, checkpoint_dir: str, out: str) -> LoadedRun:
+def import_checkpoint(fmt: str, checkpoint_dir: str, out: str,
+                      verbose: int | None = None) -> LoadedRun:
     """Import the checkpoint in ``checkpoint_dir`` (format ``fmt``, e.g. ``"gpt2"``) as run
-    ``out``; returns the loaded run (``zoo.LoadedRun``)."""
+    ``out``; returns the loaded run (``zoo.LoadedRun``). ``verbose`` > 0 shows each stage on
+    stderr (None: the ambient level, ``zoo.progress``)."""
     if fmt not in IMPORTERS:
         raise ZooError(f"unknown checkpoint format {fmt!r}; choose one of: {', '.join(IMPORTERS)}")
     module, function = IMPORTERS[fmt].split(":")
-    return getattr(importlib.import_module(module), function)(checkpoint_dir, out)
+    with progress.verbosity(verbose):
+        return getattr(importlib.import_module(module), function)(checkpoint_dir, out)
 
 
 def check_new_run_dir(out: str) -> str:
@@ -58,18 +62,20 @@ def write_run(out: str, model, tokenizer, config: dict, metrics: dict) -> Loaded
     tmp = os.path.join(parent, f".tmp-import-{secrets.token_hex(4)}")
     os.mkdir(tmp)
     try:
-        tokenizer.save(os.path.join(tmp, TOKENIZER_DIR))
-        model.save(os.path.join(tmp, MODEL_FILE))
-        for name, data in ((CONFIG_FILE, config), (METRICS_FILE, metrics)):
-            with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=2)
-        if os.path.isdir(out):
-            os.rmdir(out)  # empty (checked above)
-        os.rename(tmp, out)
+        with progress.stage(f"writing the run directory {out}"):
+            tokenizer.save(os.path.join(tmp, TOKENIZER_DIR))
+            model.save(os.path.join(tmp, MODEL_FILE))
+            for name, data in ((CONFIG_FILE, config), (METRICS_FILE, metrics)):
+                with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+                    json.dump(data, f, indent=2)
+            if os.path.isdir(out):
+                os.rmdir(out)  # empty (checked above)
+            os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return load(out)
+    with progress.stage("loading it back (safe_mode=True)"):
+        return load(out)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -100,5 +106,6 @@ def add_import_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("format", choices=sorted(IMPORTERS), help="checkpoint format")
     p.add_argument("checkpoint", help="the checkpoint folder")
     p.add_argument("--out", required=True, help="new run directory")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_import)
     return p

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import keras
 
+from zoo import progress
 from zoo.errors import ZooError
 from zoo.files import (
     CHECKPOINT_DIR,
@@ -112,12 +113,16 @@ class LoadedRun:
             kwargs.setdefault("stop_token_ids", self.stop_token_ids)
         return stream(self.model, self.tokenizer, prompt, **kwargs)
 
-    def evaluate(self, data: str | None = None, split: str = "validation", batch_size: int | None = None):
+    def evaluate(self, data: str | None = None, split: str = "validation", batch_size: int | None = None,
+                 verbose: int | None = None) -> dict:
         """The task's ``zoo eval`` metrics over a whole split (a language model: loss,
-        perplexity and bits per character); see ``zoo.evaluate``."""
+        perplexity and bits per character); see ``zoo.evaluate`` (``verbose``: progress on
+        stderr, ``zoo.progress``)."""
         from zoo.tasks.base import get_task
 
-        return get_task(self.task).evaluate(self, data=data, split=split, batch_size=batch_size)
+        with progress.verbosity(verbose):
+            return get_task(self.task).evaluate(self, data=data, split=split,
+                                                batch_size=batch_size)
 
 
 def load(run_dir: str, checkpoint: bool = False) -> LoadedRun:
@@ -190,12 +195,18 @@ def load_finished(run_or_dir: LoadedRun | str | os.PathLike) -> LoadedRun:
 
 
 def evaluate(run_or_dir, data: str | None = None, split: str = "validation",
-             batch_size: int | None = None, **task_options) -> dict:
+             batch_size: int | None = None, verbose: int | None = None, **task_options) -> dict:
     """``zoo.evaluate(run_dir_or_loaded_run, data=None, split="validation")`` -> the metrics
     dict of the run's task (``zoo.tasks.get_task(task).evaluate``); ``task_options`` go to it
-    (translation: ``strategy``, ``num_beams``, ``max_examples``)."""
+    (translation: ``strategy``, ``num_beams``, ``max_examples``). ``verbose`` > 0 shows the
+    progress on stderr (None: the ambient level, ``zoo.progress``; ``zoo eval`` shows it)."""
     from zoo.tasks.base import get_task
 
-    run = run_or_dir if isinstance(run_or_dir, LoadedRun) else load(run_or_dir)
-    return get_task(run.task).evaluate(run, data=data, split=split, batch_size=batch_size,
-                                       **task_options)
+    with progress.verbosity(verbose):
+        if isinstance(run_or_dir, LoadedRun):
+            run = run_or_dir
+        else:
+            with progress.stage(f"loading {run_or_dir}"):
+                run = load(run_or_dir)
+        return get_task(run.task).evaluate(run, data=data, split=split, batch_size=batch_size,
+                                           **task_options)

@@ -20,7 +20,7 @@ checked ``TrainConfig``.
 
 from __future__ import annotations
 
-from zoo import backends
+from zoo import backends, progress
 from zoo.config import TrainConfig
 from zoo.errors import ZooError
 from zoo.fitting import gpu_available
@@ -74,12 +74,15 @@ def train(
     ``sentencepiece``; for prepared data (``data="prepared:DIR"``) the tokenizer it was prepared
     with (None takes it). ``distribute``: ``none`` (default), ``mirrored``, ``multiworker`` or
     ``tpu`` (see ``zoo.distribute``); ``batch_size`` is the global batch under every strategy.
+    ``verbose``: 1 shows progress on stderr (``step k/N`` lines, a line per checkpoint, the
+    tokenizer and evaluation stages), 2 only a line per checkpoint and stage, 0 nothing.
 
     Example:
         >>> run = zoo.train("transformer_lm", "dataset:tinyshakespeare", "runs/tiny", max_steps=200)
         >>> run.generate("ROMEO:", max_new_tokens=50)
     """
-    return get_task(get_spec(model).task).train(
-        model, data, out, preset=preset, tokenizer=tokenizer, model_overrides=model_overrides,
-        verbose=verbose, **train_settings,
-    )
+    with progress.verbosity(verbose):  # also for the steps in between (a dataset download)
+        return get_task(get_spec(model).task).train(
+            model, data, out, preset=preset, tokenizer=tokenizer, model_overrides=model_overrides,
+            verbose=verbose, **train_settings,
+        )

@@ -25,6 +25,7 @@ import urllib.request
 import zipfile
 from typing import BinaryIO
 
+from zoo import progress
 from zoo.data.catalog import DataFile, DatasetSpec, get_dataset
 from zoo.errors import ZooError
 from zoo.files import file_sha256
@@ -102,11 +103,20 @@ def dataset_path(name: str, filename: str) -> str:
 
 
 def _fetch(url: str, dest: BinaryIO, name: str, filename: str) -> None:
-    """Stream ``url`` into the open binary file ``dest``; network failures become ``ZooError``."""
+    """Stream ``url`` into the open binary file ``dest``; network failures become ``ZooError``.
+    Shows a bar in KiB (``zoo.progress``, ambient level)."""
     logger.info("downloading %s", url)
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            shutil.copyfileobj(response, dest, _CHUNK)
+            length = response.headers.get("Content-Length")
+            total = int(length) // 1024 if length and length.isdigit() else None
+            with progress.Bar(total, f"downloading {name}/{filename} from {url}",
+                              unit="KiB") as bar:
+                done = 0
+                for block in iter(lambda: response.read(_CHUNK), b""):
+                    dest.write(block)
+                    done += len(block)
+                    bar.update(done // 1024)
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e
         raise ZooError(

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zoo import progress
 from zoo.data import windows
 from zoo.data.catalog import LINES, STREAM
 from zoo.data.corpus import load_corpus
@@ -74,6 +75,11 @@ class _ShardWriter:
         self.pending: list[np.ndarray] = []
         self.pending_size = 0
         self.shards: list[dict] = []
+
+    @property
+    def tokens(self) -> int:
+        """Ids added so far."""
+        return sum(shard["tokens"] for shard in self.shards) + self.pending_size
 
     def add(self, ids: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, dtype=DTYPE)
@@ -120,8 +126,9 @@ def _write_array(directory: str, name: str, array: np.ndarray) -> dict:
 
 
 def _stream_pieces(tokenizer, text: str):
-    """The split's ids, piece by piece: pieces of about ``CALL_CHARS`` characters cut at the
-    chunk boundaries ``encode`` uses, so the concatenation equals ``zoo.data.encode``."""
+    """The split's ids, piece by piece, as ``(characters read so far, ids)``: pieces of about
+    ``CALL_CHARS`` characters cut at the chunk boundaries ``encode`` uses, so the concatenation
+    equals ``zoo.data.encode``."""
     start, size, last = 0, 0, 0
     from zoo.data import pipelines
 
@@ -129,10 +136,10 @@ def _stream_pieces(tokenizer, text: str):
         size += end - begin
         last = end
         if size >= pipelines.CALL_CHARS:
-            yield pipelines.encode_text(tokenizer, text[start:end])
+            yield end, pipelines.encode_text(tokenizer, text[start:end])
             start, size = end, 0
     if last > start:
-        yield pipelines.encode_text(tokenizer, text[start:last])
+        yield last, pipelines.encode_text(tokenizer, text[start:last])
 
 
 def prepare(
@@ -141,12 +148,15 @@ def prepare(
     tokenizer: str = "char",
     vocab_size: int | None = None,
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    verbose: int | None = None,
 ) -> dict:
     """Tokenize every split of ``source`` (as ``zoo.data.load_corpus`` reads it) into ``out``.
 
     Trains a ``tokenizer`` of that kind on the train split (``vocab_size`` None: the kind's
     default), writes the shards and ``prepared.json`` and returns the manifest. The directory is
     built beside ``out`` and renamed into place when complete, so a failed run leaves nothing.
+    ``verbose`` > 0 shows each stage and a bar per split on stderr (None: the ambient level,
+    ``zoo.progress``; ``zoo prepare`` shows them).
     """
     from zoo.config import DEFAULT_VOCAB_SIZES
     from zoo.tokenizers import train_tokenizer
@@ -161,13 +171,16 @@ def prepare(
     started = time.time()
     from zoo.data import pipelines
 
-    corpus = load_corpus(source)
+    with progress.verbosity(verbose), progress.stage(f"reading {source}") as reading:
+        corpus = load_corpus(source)
+        reading.detail = f"{corpus.kind} corpus, splits {', '.join(corpus.splits)}"
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".tmp-prepare-", dir=parent)
     try:
         size = vocab_size or DEFAULT_VOCAB_SIZES[tokenizer]
-        tok = train_tokenizer(tokenizer, corpus.training_texts(), vocab_size=size)
+        tok = train_tokenizer(tokenizer, corpus.training_texts(), vocab_size=size,
+                              verbose=verbose)
         tok.save(os.path.join(work, TOKENIZER_DIR))
         tokenizer_files = {
             name: file_sha256(os.path.join(work, TOKENIZER_DIR, name))
@@ -178,15 +191,23 @@ def prepare(
             writer = _ShardWriter(work, split, int(shard_tokens))
             entry: dict = {}
             if corpus.kind == STREAM:
-                for ids in _stream_pieces(tok, corpus.text(split)):
-                    writer.add(ids)
+                text = corpus.text(split)
+                with progress.Bar(len(text), f"tokenizing the {split} split ({len(text):,} "
+                                  "characters) into shards", verbose, unit="char") as bar:
+                    for done, ids in _stream_pieces(tok, text):
+                        writer.add(ids)
+                        bar.update(done, [("tokens", writer.tokens)])
             else:
                 lines = corpus.lines(split)
                 lengths = []
-                for i in range(0, len(lines), pipelines.LINES_PER_CALL):
-                    ragged = pipelines.encode_lines(tok, lines[i : i + pipelines.LINES_PER_CALL])
-                    writer.add(ragged.flat_values.numpy())
-                    lengths.append(ragged.row_lengths().numpy())
+                with progress.Bar(len(lines), f"tokenizing the {split} split ({len(lines):,} "
+                                  "lines) into shards", verbose, unit="line") as bar:
+                    for i in range(0, len(lines), pipelines.LINES_PER_CALL):
+                        chunk = lines[i : i + pipelines.LINES_PER_CALL]
+                        ragged = pipelines.encode_lines(tok, chunk)
+                        writer.add(ragged.flat_values.numpy())
+                        lengths.append(ragged.row_lengths().numpy())
+                        bar.add(len(chunk), [("tokens", writer.tokens)])
                 lengths = np.concatenate(lengths) if lengths else np.zeros([0], np.int64)
                 entry["lines"] = _write_array(work, f"{split}-lines.tfrecord", lengths)
             shards = writer.finish()

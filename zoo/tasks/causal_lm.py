@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from keras import ops
 
-from zoo import backends
+from zoo import backends, progress
 from zoo import data as zdata
 from zoo import distribute as zdist
 from zoo.config import DEFAULT_VOCAB_SIZES, TrainConfig
@@ -85,7 +85,8 @@ def _copy_tree_atomic(source: str, target: str) -> None:
     os.replace(tmp, target)
 
 
-def _run_tokenizer(settings: TrainConfig, tokenizer_dir: str, prepared, corpus, worker, previous):
+def _run_tokenizer(settings: TrainConfig, tokenizer_dir: str, prepared, corpus, worker, previous,
+                   verbose: int | None = None):
     """The run's tokenizer: reloaded when resuming, else the prepared data's or trained on the
     corpus, and saved by the chief."""
     from zoo.tokenizers import load_tokenizer, train_tokenizer
@@ -99,7 +100,8 @@ def _run_tokenizer(settings: TrainConfig, tokenizer_dir: str, prepared, corpus, 
         tok = prepared.tokenizer()
     else:
         vocab_size = settings.vocab_size or DEFAULT_VOCAB_SIZES[settings.tokenizer]
-        tok = train_tokenizer(settings.tokenizer, corpus.training_texts(), vocab_size=vocab_size)
+        tok = train_tokenizer(settings.tokenizer, corpus.training_texts(), vocab_size=vocab_size,
+                              verbose=verbose)
     if worker.is_chief:
         tok.save(tokenizer_dir)
     return tok
@@ -166,7 +168,7 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
             _copy_tree_atomic(os.path.join(prepared.path, prepared.manifest["tokenizer"]["dir"]),
                               tokenizer_dir)
     else:
-        tok = _run_tokenizer(settings, tokenizer_dir, prepared, corpus, worker, previous)
+        tok = _run_tokenizer(settings, tokenizer_dir, prepared, corpus, worker, previous, verbose)
         vocab_size, tokenizer_kind = tok.vocab_size, tok.kind
     corpus_kind = prepared.kind if prepared is not None else corpus.kind
     record.update(vocab_size=vocab_size, corpus_kind=corpus_kind)
@@ -223,6 +225,7 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
         make_valid_ds=make_valid_ds,
         total_steps=total_steps,
         monitor="val_token_nll",
+        tokens_per_step=settings.batch_size * seq_len,
         agree={
             "the vocabulary size": vocab_size,
             "the training data (checksum of its token ids)": data_fingerprint,
@@ -232,7 +235,8 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
     metrics = {}
     if result.is_chief:
         final = evaluate_model(result.model, tok, valid_ids, corpus_kind, seq_len,
-                               settings.batch_size, tokenizer_kind=tokenizer_kind)
+                               settings.batch_size, tokenizer_kind=tokenizer_kind,
+                               verbose=verbose)
         metrics = result.summary(settings, tokens_per_step=settings.batch_size * seq_len)
         metrics.update(total_steps=total_steps, validation=final)
     return finish_run(out, result, metrics, record, tok)
@@ -277,9 +281,12 @@ def _unshifted(special: tuple[int, int]):
 
 
 def evaluate_model(model, tokenizer, ids, corpus_kind: str, seq_len: int, batch_size: int,
-                   tokenizer_kind: str | None = None, max_batches: int | None = None) -> dict:
+                   tokenizer_kind: str | None = None, max_batches: int | None = None,
+                   verbose: int | None = None) -> dict:
     """Corpus-level loss / perplexity of ``model`` on encoded ``ids`` (see ``zoo.data.encode``;
     or a ``zoo.data.windows`` source), on any Keras backend; ``max_batches`` limits the windows.
+    ``verbose`` > 0: a progress bar over the batches on stderr (None: the ambient level,
+    ``zoo.progress``).
 
     Returns ``{"loss", "perplexity", "tokens", "total_nll"}`` (and ``bits_per_char`` for a
     character tokenizer)."""
@@ -292,7 +299,8 @@ def evaluate_model(model, tokenizer, ids, corpus_kind: str, seq_len: int, batch_
     num_batches = len(x) // batch_size if max_batches is None else min(max_batches, len(x) // batch_size)
     batches = ((x[b * batch_size:(b + 1) * batch_size], y[b * batch_size:(b + 1) * batch_size])
                for b in range(num_batches))
-    total_nll, total_tokens = sum_nll(step, batches)
+    label = f"evaluating: {num_batches} batches of {batch_size} windows of {seq_len} tokens"
+    total_nll, total_tokens = sum_nll(step, progress.track(batches, label, num_batches, verbose))
     result = nll_metrics(total_nll, total_tokens)
     result["total_nll"] = total_nll
     if (tokenizer_kind or getattr(tokenizer, "kind", None)) == "char":
@@ -317,8 +325,9 @@ def evaluate(run: LoadedRun, data: str | None = None, split: str = "validation",
         prepared = zdata.open_prepared(source)
         ids, kind = prepared.window_source(split), prepared.kind
     else:
-        corpus = zdata.load_corpus(source)
-        ids, kind = zdata.encode(run.tokenizer, corpus, split), corpus.kind
+        with progress.stage(f"reading and tokenizing the {split} split of {source}"):
+            corpus = zdata.load_corpus(source)
+            ids, kind = zdata.encode(run.tokenizer, corpus, split), corpus.kind
     seq_len = run.config["seq_len"]
     batch = batch_size or run.config["train"]["batch_size"]
     result = evaluate_model(run.model, run.tokenizer, ids, kind, seq_len, batch)

@@ -38,6 +38,7 @@ import tensorflow as tf
 from keras import ops
 
 from zoo import distribute as zdist
+from zoo import progress
 from zoo.backends import model_function
 from zoo.data import labelled
 from zoo.data.masking import with_cls_sep
@@ -138,7 +139,8 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
                             dirs_exist_ok=True)
     else:
         vocab_size = settings.vocab_size or DEFAULT_VOCAB_SIZES[settings.tokenizer]
-        tok = train_tokenizer(settings.tokenizer, train_texts, vocab_size=vocab_size)
+        tok = train_tokenizer(settings.tokenizer, train_texts, vocab_size=vocab_size,
+                              verbose=verbose)
         if worker.is_chief:
             tok.save(tokenizer_dir)
     vocab_size = int(pre_config["vocab_size"]) if pre_config is not None else tok.vocab_size
@@ -183,7 +185,8 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
     result = fit_resumable(out, settings, strategy, worker, plan, verbose=verbose)
     metrics = {}
     if result.is_chief:
-        final = scores_report(predict_probabilities(result.model, x_valid, batch), y_valid, names)
+        final = scores_report(predict_probabilities(result.model, x_valid, batch, verbose),
+                              y_valid, names)
         metrics = result.summary(settings)
         metrics.update(total_steps=total_steps, validation=final)
     return finish_run(out, result, metrics, record, tok)
@@ -215,15 +218,18 @@ def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
 # evaluation and the Python API
 
 
-def predict_probabilities(model, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """Softmax class probabilities ``(N, C)`` (float64) of the rows ``x``."""
+def predict_probabilities(model, x: np.ndarray, batch_size: int, verbose: int = 0) -> np.ndarray:
+    """Softmax class probabilities ``(N, C)`` (float64) of the rows ``x`` (``verbose`` > 0: a
+    progress bar on stderr, ``zoo.progress``)."""
 
     def logits(call, ids):
         return ops.cast(call(ids), "float32")
 
     step = model_function(model, logits)
     parts = []
-    for i in range(0, len(x), batch_size):
+    starts = range(0, len(x), batch_size)
+    label = f"classifying {len(x)} examples (batches of {batch_size})"
+    for i in progress.track(starts, label, verbose=verbose):
         z = np.asarray(step(x[i:i + batch_size]), np.float64)  # softmax in float64, here
         z = np.exp(z - z.max(axis=-1, keepdims=True))
         parts.append(z / z.sum(axis=-1, keepdims=True))
@@ -262,7 +268,8 @@ def evaluate(run: LoadedRun, data: str | None = None, split: str = "validation",
     y = labelled.label_ids(labels, names, source)
     x = encode(run.tokenizer, texts, int(run.config["seq_len"]))
     batch_size = batch_size or int(run.config["train"]["batch_size"])
-    return scores_report(predict_probabilities(run.model, x, batch_size), y, names)
+    return scores_report(predict_probabilities(run.model, x, batch_size, progress.level()), y,
+                         names)
 
 
 def classify(run: LoadedRun, texts) -> list[dict] | dict:

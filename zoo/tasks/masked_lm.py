@@ -45,6 +45,7 @@ from keras import ops
 
 from zoo import data as zdata
 from zoo import distribute as zdist
+from zoo import progress
 from zoo.backends import model_function
 from zoo.data import masking
 from zoo.errors import ZooError
@@ -115,7 +116,8 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
         from zoo.config import DEFAULT_VOCAB_SIZES
 
         vocab_size = settings.vocab_size or DEFAULT_VOCAB_SIZES[settings.tokenizer]
-        base = train_tokenizer(settings.tokenizer, corpus.lines("train"), vocab_size=vocab_size)
+        base = train_tokenizer(settings.tokenizer, corpus.lines("train"), vocab_size=vocab_size,
+                               verbose=verbose)
         if worker.is_chief:
             base.save(tokenizer_dir)
     tok = masking.MaskedTextTokenizer(base)
@@ -143,13 +145,14 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
         make_valid_ds=make_valid_ds,
         total_steps=total_steps,
         monitor="val_token_nll",
+        tokens_per_step=settings.batch_size * seq_len,
         agree={"the vocabulary size": tok.vocab_size, "the training rows": len(train_rows)},
     )
     result = fit_resumable(out, settings, strategy, worker, plan, verbose=verbose)
     metrics = {}
     if result.is_chief:
         final = measure(result.model, masking.evaluation_dataset(valid_rows, settings.batch_size,
-                                                                 tok.mask_id))
+                                                                 tok.mask_id), verbose=verbose)
         metrics = result.summary(settings, tokens_per_step=settings.batch_size * seq_len)
         metrics.update(total_steps=total_steps, validation=final)
     return finish_run(out, result, metrics, record, base)
@@ -159,8 +162,9 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
 # evaluation
 
 
-def measure(model, dataset: tf.data.Dataset) -> dict:
-    """Masked-token loss, perplexity and accuracy of ``model`` over ``(inputs, labels)`` batches."""
+def measure(model, dataset: tf.data.Dataset, verbose: int | None = None) -> dict:
+    """Masked-token loss, perplexity and accuracy of ``model`` over ``(inputs, labels)`` batches
+    (``verbose`` > 0: a progress bar on stderr; None: the ambient level, ``zoo.progress``)."""
 
     def totals(call, inputs, labels):
         logits = ops.cast(call(inputs), "float32")
@@ -170,7 +174,10 @@ def measure(model, dataset: tf.data.Dataset) -> dict:
 
     step = model_function(model, totals)
     total_nll = correct = count = 0.0
-    for inputs, labels in dataset.as_numpy_iterator():
+    size = int(dataset.cardinality())
+    batches = progress.track(dataset.as_numpy_iterator(), "evaluating masked tokens",
+                             size if size >= 0 else None, verbose)
+    for inputs, labels in batches:
         a, b, c = step(inputs, labels)
         total_nll += float(a)
         correct += float(b)

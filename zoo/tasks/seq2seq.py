@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import distribute as zdist
+from zoo import progress
 from zoo.config import DEFAULT_VOCAB_SIZES
 from zoo.data import parallel as zpar
 from zoo.errors import ZooError
@@ -52,13 +53,14 @@ DEFAULT_LENGTH_PENALTY = 1.0  # beam scores: sum log p / length
 
 
 def _tokenizer(kind: str, vocab_size: int | None, texts: list[str], directory: str, worker,
-               previous):
+               previous, side: str = "", verbose: int | None = None):
     """Load the run's tokenizer from ``directory`` or train one on ``texts`` (saved by the chief)."""
     if os.path.exists(os.path.join(directory, "tokenizer.json")) and (
         worker.is_chief or previous is not None
     ):
         return load_tokenizer(directory)
-    tok = train_tokenizer(kind, texts, vocab_size=vocab_size or DEFAULT_VOCAB_SIZES[kind])
+    tok = train_tokenizer(kind, texts, vocab_size=vocab_size or DEFAULT_VOCAB_SIZES[kind],
+                          verbose=verbose, label=f"the {side} {kind} tokenizer" if side else None)
     if worker.is_chief:
         tok.save(directory)
     return tok
@@ -106,9 +108,10 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
     train_src, train_tgt = corpus.pairs("train")
     valid_src, valid_tgt = corpus.pairs("validation")
     src_tok = _tokenizer(settings.tokenizer, settings.vocab_size, train_src,
-                         os.path.join(out, f"{SOURCE}_{TOKENIZER_DIR}"), worker, previous)
+                         os.path.join(out, f"{SOURCE}_{TOKENIZER_DIR}"), worker, previous,
+                         "source", verbose)
     tgt_tok = _tokenizer(settings.tokenizer, settings.vocab_size, train_tgt,
-                         os.path.join(out, TOKENIZER_DIR), worker, previous)
+                         os.path.join(out, TOKENIZER_DIR), worker, previous, "target", verbose)
     if model_config.source_vocab_size not in (0, src_tok.vocab_size):
         raise ZooError(
             f"model.source_vocab_size={model_config.source_vocab_size} but the source tokenizer "
@@ -152,7 +155,7 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
     result = fit_resumable(out, settings, strategy, worker, plan, verbose=verbose)
     metrics = {}
     if result.is_chief:
-        final = teacher_forced_loss(result.model, valid_pairs, batch, **lengths)
+        final = teacher_forced_loss(result.model, valid_pairs, batch, verbose=verbose, **lengths)
         metrics = result.summary(settings)
         metrics.update(total_steps=total_steps, validation=final)
     loaded = finish_run(out, result, metrics, record, tgt_tok)
@@ -166,11 +169,16 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
 
 
 def teacher_forced_loss(model, pairs: zpar.EncodedPairs, batch_size: int, *,
-                        max_source_length: int, max_target_length: int) -> dict:
+                        max_source_length: int, max_target_length: int,
+                        verbose: int | None = None) -> dict:
     """Corpus-level loss over every target token (``y <eos>``) of ``pairs``:
-    ``loss = Σ -log p(y_t | y_<t, x) / N``, ``perplexity = exp(loss)``."""
+    ``loss = Σ -log p(y_t | y_<t, x) / N``, ``perplexity = exp(loss)`` (``verbose`` > 0: a
+    progress bar on stderr; None: the ambient level, ``zoo.progress``)."""
     batches = zpar.evaluation_dataset(pairs, batch_size, max_source_length, max_target_length)
-    return nll_metrics(*sum_nll(token_nll_step(model), batches.as_numpy_iterator()))
+    size = int(batches.cardinality())
+    tracked = progress.track(batches.as_numpy_iterator(), "evaluating the loss (teacher-forced)",
+                             size if size >= 0 else None, verbose)
+    return nll_metrics(*sum_nll(token_nll_step(model), tracked))
 
 
 def _source_tokenizer(run: LoadedRun):
@@ -202,9 +210,10 @@ def evaluate(run: LoadedRun, data: str | None = None, split: str = "validation",
                                  max_source_length=sizes["max_source_length"],
                                  max_target_length=sizes["max_target_length"])
     hypotheses = translate(run, sources, strategy=strategy, num_beams=num_beams,
-                           batch_size=batch)
-    result["bleu"] = bleu(hypotheses, references)
-    result.update(rouge(hypotheses, references))
+                           batch_size=batch, verbose=progress.level())
+    with progress.stage(f"scoring BLEU and ROUGE of {len(hypotheses)} translations"):
+        result["bleu"] = bleu(hypotheses, references)
+        result.update(rouge(hypotheses, references))
     result.update(examples=len(sources), strategy=strategy, data=source, split=split,
                   model=run.config["model"])
     if strategy == "beam":
@@ -274,13 +283,14 @@ def _check_options(model, strategy, num_beams, max_new_tokens) -> None:
 
 def translate(run: LoadedRun, texts, strategy: str = "greedy", num_beams: int = 4,
               max_new_tokens: int | None = None, *, length_penalty: float = DEFAULT_LENGTH_PENALTY,
-              batch_size: int = 64, cached: bool = True):
+              batch_size: int = 64, cached: bool = True, verbose: int = 0):
     """Translate ``texts`` (a str -> a str, a list -> a list) with the run's model.
 
     ``strategy``: ``greedy`` or ``beam`` (``num_beams`` hypotheses, scores divided by
     ``length ** length_penalty``). ``max_new_tokens``: at most this many target tokens (default:
     the model's ``max_target_length - 1``). A source longer than ``max_source_length - 1`` tokens
     keeps its first ones. ``cached=False`` uses the uncached reference decoder (slow; for tests).
+    ``verbose`` > 0: a progress bar over the batches on stderr (``zoo.progress``; ``zoo eval``).
     """
     single = isinstance(texts, str)
     items = [texts] if single else list(texts)
@@ -296,7 +306,10 @@ def translate(run: LoadedRun, texts, strategy: str = "greedy", num_beams: int = 
     function = _compiled(model, settings)
     src_tok = _source_tokenizer(run)
     outputs: list[str] = []
-    for start in range(0, len(items), batch_size):
+    how = f"beam search, {num_beams} beams" if strategy == "beam" else strategy
+    starts = range(0, len(items), batch_size)
+    label = f"translating {len(items)} sources ({how}, batches of {batch_size})"
+    for start in progress.track(starts, label, verbose=verbose):
         chunk = tf.constant(items[start : start + batch_size], tf.string)
         ids, _ = function(source_ids(src_tok, chunk, model.max_source_length))
         # ids are 0 (<pad>, dropped) after each row's last token

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable
 
 from zoo.errors import ZooError
+from zoo.progress import stage
 from zoo.tokenizers.base import (
     BOS_ID,
     EOS_ID,
@@ -67,12 +68,20 @@ def _tokenizer_class(kind: str, kinds: dict = TOKENIZERS) -> type[Tokenizer]:
 
 
 def train_tokenizer(
-    kind: str, texts: Iterable[str] | str, vocab_size: int | None = None, **kwargs
+    kind: str, texts: Iterable[str] | str, vocab_size: int | None = None, *,
+    verbose: int | None = None, label: str | None = None, **kwargs
 ) -> Tokenizer:
     """Train a tokenizer of ``kind`` ("char", "word", "wordpiece", "sentencepiece") on ``texts``
     (an iterable of documents or lines). ``vocab_size`` None means the kind's default (char and
-    word: everything seen). Extra keyword arguments go to the class's ``train``."""
-    return _tokenizer_class(kind).train(texts, vocab_size=vocab_size, **kwargs)
+    word: everything seen). ``verbose`` > 0 prints the stage and its time on stderr (None: the
+    ambient level, see ``zoo.progress``), called ``label`` (default: ``the <kind> tokenizer``).
+    Extra keyword arguments go to the class's ``train``."""
+    cls = _tokenizer_class(kind)
+    wanted = f", vocabulary {vocab_size}" if vocab_size else ""
+    with stage(f"training {label or f'the {kind} tokenizer'}{wanted}", verbose) as running:
+        tok = cls.train(texts, vocab_size=vocab_size, **kwargs)
+        running.detail = f"{tok.vocab_size} ids"
+    return tok
 
 
 def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
