@@ -21,9 +21,8 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from zoo.errors import ZooError  # noqa: E402
+from zoo import quiet
+from zoo.errors import ZooError
 
 # How every generation of the demo samples: reads like the corpus, the same text on each run.
 SAMPLING = {"temperature": 0.8, "top_k": 40, "top_p": 1.0}
@@ -84,7 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="transformer_lm")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--prompt", default="ROMEO:")
+    parser.add_argument("--verbose", action="store_true",
+                        help="let TensorFlow's native log lines through (as ZOO_LOG_LEVEL=info)")
     args = parser.parse_args(argv)
+    try:
+        level = quiet.level_from(args.verbose)
+    except ValueError as err:
+        print(f"demo: error: {err}", file=sys.stderr)
+        return 2
+    quiet.configure(level)  # as the zoo command: no native log noise, before TensorFlow loads
 
     import zoo
 
