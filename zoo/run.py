@@ -1,13 +1,6 @@
-"""A run directory and the trained model it holds.
-
-    RUN/config.json      model name, sizes, training settings, tokenizer kind, data source
-    RUN/tokenizer/       the tokenizer's files
-    RUN/checkpoints/     checkpoints (model + optimizer), for resuming: tf.train checkpoints
-                         (TensorFlow) or ckpt-<step>.weights.h5 Keras weights files (JAX)
-    RUN/logs/            TensorBoard logs
-    RUN/model.keras      the final model
-    RUN/metrics.json     history, final evaluation, timings
-"""
+"""A run directory and the trained model it holds: ``load``, ``load_finished`` and ``LoadedRun``
+(generate, stream, evaluate and the task's own methods). The directory's layout and file names
+are ``zoo.files``'."""
 
 from __future__ import annotations
 
