@@ -1,6 +1,6 @@
 """A run directory and the trained model it holds: ``load``, ``load_finished`` and ``LoadedRun``
 (generate, stream, evaluate and the task's own methods). The directory's layout and file names
-are ``zoo.files``'."""
+are in ``zoo.files``."""
 
 from __future__ import annotations
 
