@@ -43,7 +43,7 @@ from zoo.data import windows
 from zoo.errors import ZooError
 from zoo.evaluation import nll_metrics, sum_nll, token_nll_step
 from zoo.files import TOKENIZER_DIR
-from zoo.fitting import FitPlan, finish_run, fit_resumable, open_run, write_record
+from zoo.fitting import FitPlan, finish_run, fit_resumable, open_run, run_record, write_record
 from zoo.metrics import Perplexity, TokenNLL, masked_lm_loss
 from zoo.models import build_model, make_config
 from zoo.run import LoadedRun
@@ -143,15 +143,7 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
     model_config = make_config(model, preset, **overrides)
     seq_len = _resolve_seq_len(settings, model_config)
 
-    record = {
-        "model": model,
-        "preset": preset,
-        "model_config": dataclasses.asdict(model_config),
-        "train": settings.to_dict(),
-        "tokenizer": settings.tokenizer,
-        "data": data,
-        "seq_len": seq_len,
-    }
+    record = run_record("causal_lm", settings, model_config, seq_len)
     if prepared is not None:
         record["prepared"] = prepared.digest
     previous, finished = open_run(out, record, worker)
