@@ -21,7 +21,7 @@ from __future__ import annotations
 from keras import ops, tree
 
 from zoo.backends import current
-from zoo.generation.loop import DecodeSettings, _is_stop, feed, prefill, stop_tensor
+from zoo.generation.loop import DecodeSettings, _is_stop, begin, feed
 from zoo.generation.prompts import gather_rows
 from zoo.generation.samplers import BeamSampler, argmax
 
@@ -55,12 +55,10 @@ def beam_search(model, sampler: BeamSampler, prompt_ids, prompt_lengths,
                 settings: DecodeSettings):
     """The best hypothesis of every row: ``(new_ids (B, M) int32, num_new (B,) int32)``."""
     n_new, beams, alpha = settings.max_new_tokens, sampler.num_beams, sampler.length_penalty
-    batch = _size(prompt_ids, 0)
-    prompt_len = _size(prompt_ids, 1)
-    total = prompt_len + n_new
-    stop_ids = stop_tensor(settings.stop_token_ids)
     suppressed = settings.suppressed
-    start, last, cache = prefill(model, prompt_ids, prompt_lengths, total, settings)
+    batch, prompt_len, total, stop_ids, start, last, cache = begin(
+        model, prompt_ids, prompt_lengths, settings
+    )
     # beams share the prompt: expand the prefilled cache to batch * beams rows
     cache = tree.map_structure(lambda leaf: ops.repeat(leaf, beams, axis=0), cache)
     last = ops.repeat(last, beams, axis=0)

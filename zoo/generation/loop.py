@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+from typing import Any, NamedTuple
 
 from keras import ops, tree
 
@@ -129,6 +130,28 @@ def prefill(model, prompt_ids, prompt_lengths, total_length, settings: DecodeSet
     return start, last, cache
 
 
+class Start(NamedTuple):
+    """What every decoding loop starts from: the sizes (``B``, ``P``, ``T = P + M``), the stop
+    ids, and the prefilled ``(start, last logits (B, V), cache)``."""
+
+    batch: Any
+    prompt_width: Any
+    total: Any
+    stop_ids: Any
+    start: Any
+    last: Any
+    cache: Any
+
+
+def begin(model, prompt_ids, prompt_lengths, settings: DecodeSettings) -> Start:
+    """Sizes, stop ids and the prefill of a loop over ``prompt_ids (B, P)``."""
+    batch, prompt_width = _size(prompt_ids, 0), _size(prompt_ids, 1)
+    total = prompt_width + settings.max_new_tokens
+    start, last, cache = prefill(model, prompt_ids, prompt_lengths, total, settings)
+    return Start(batch, prompt_width, total, stop_tensor(settings.stop_token_ids), start, last,
+                 cache)
+
+
 def _is_stop(tokens, stop_ids):
     """``tokens (...)`` int32 -> bool, True where the token is one of ``stop_ids (S,)``."""
     return ops.any(tokens[..., None] == stop_ids, axis=-1)
@@ -147,13 +170,10 @@ def decode(model, sampler: Sampler, prompt_ids, prompt_lengths, row_max,
     or at a stop token; the loop exits as soon as every row has stopped. The new ids are padded
     with 0 after ``num_new`` tokens.
     """
-    max_new = settings.max_new_tokens
-    batch = _size(prompt_ids, 0)
-    prompt_width = _size(prompt_ids, 1)
-    total = prompt_width + max_new
-    stop_ids = stop_tensor(settings.stop_token_ids)
-    suppressed = settings.suppressed
-    start, last, cache = prefill(model, prompt_ids, prompt_lengths, total, settings)
+    max_new, suppressed = settings.max_new_tokens, settings.suppressed
+    batch, prompt_width, total, stop_ids, start, last, cache = begin(
+        model, prompt_ids, prompt_lengths, settings
+    )
     columns = ops.arange(max_new, dtype="int32")[None, :]
     out = ops.zeros((batch, max_new), "int32")
     num_new = ops.zeros((batch,), "int32")
