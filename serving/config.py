@@ -16,6 +16,7 @@ import os
 import re
 
 __all__ = [
+    "ANY_PORT",
     "ConfigError",
     "ModelConfig",
     "ServerConfig",
@@ -28,6 +29,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+# A zoo extension for tests and notebooks: bind any free port (the bound one is reported).
+ANY_PORT = -1
 
 
 class ConfigError(ValueError):
@@ -96,6 +99,9 @@ class ServerConfig:
     # Limits on zoo LM requests (serving.predict.RequestLimits); <= 0 means: none / the export's bound.
     max_prompt_bytes: int = 16384
     max_new_tokens_limit: int = 0
+    # Bounded work per request (zoo LM exports): rows in one request, and rows x max_new_tokens.
+    max_batch_rows: int = 256
+    max_tokens_per_request: int = 65536
 
     @property
     def rest_threads(self) -> int:
@@ -306,8 +312,8 @@ def resolve_models(cfg: ServerConfig) -> ServerConfig:
         raise ConfigError("either --model_base_path or --model_config_file must be set")
     if cfg.max_request_bytes <= 0:
         raise ConfigError("--max_request_bytes must be positive")
-    if cfg.rest_api_port < 0 or cfg.rest_api_port > 65535:
-        raise ConfigError("--rest_api_port must be in 0..65535")
+    if cfg.rest_api_port < ANY_PORT or cfg.rest_api_port > 65535:
+        raise ConfigError("--rest_api_port must be in 0..65535 (or -1: any free port)")
     if cfg.rest_api_port and cfg.rest_api_port == cfg.port:
         raise ConfigError("Server options: http_port cannot be same as grpc_port. Please use a different "
                           "port for HTTP/REST API. Skipped exporting HTTP/REST API.")

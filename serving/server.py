@@ -23,7 +23,14 @@ import sys
 import threading
 import time
 
-from .config import ConfigError, ServerConfig, load_model_config_file, parse_args, resolve_models
+from .config import (
+    ANY_PORT,
+    ConfigError,
+    ServerConfig,
+    load_model_config_file,
+    parse_args,
+    resolve_models,
+)
 from .manager import ServableManager
 from .metrics import ServingExtras
 from .predict import RequestLimits
@@ -127,7 +134,7 @@ class ModelServer:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((cfg.host, cfg.rest_api_port))
+            sock.bind((cfg.host, 0 if cfg.rest_api_port == ANY_PORT else cfg.rest_api_port))
         except OSError:
             sock.close()
             self.stop()
@@ -166,7 +173,8 @@ class ModelServer:
             self.manager.reload_config(models)
 
         cfg = self.config
-        server = GrpcServer(self.manager, host=cfg.host, port=cfg.port, max_threads=cfg.grpc_max_threads,
+        port = 0 if cfg.port == ANY_PORT else cfg.port
+        server = GrpcServer(self.manager, host=cfg.host, port=port, max_threads=cfg.grpc_max_threads,
                             reload_config=apply, limits=self.limits)
         try:
             self.grpc_server = server.start()
