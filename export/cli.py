@@ -81,8 +81,10 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
                    help="TF Serving model base directory; the export goes to BASE/<version>/")
     p.add_argument("--version", type=int,
                    help="version number (default: one more than the largest in BASE)")
-    p.add_argument("--max-new-tokens", type=int, default=64,
-                   help="upper bound of the decoding loop and serving_default's budget")
+    p.add_argument("--max-new-tokens", type=int, default=256,
+                   help="most new tokens per prompt (the decoding loop's bound, serving_default's "
+                   "and LiteRT generate's budget); independent of the model's context, past "
+                   "which a transformer slides its window (default 256)")
     p.add_argument("--temperature", type=float, default=0.0,
                    help="serving_default's temperature (0 = greedy)")
     p.add_argument("--top-k", type=int, default=0, help="serving_default's top-k (0 = off)")

@@ -99,7 +99,7 @@ def _check_settings(max_new_tokens, temperature, top_k, top_p, version) -> None:
 # the export
 
 
-def saved_model(run_or_model, base: str, version: int | None = None, *, max_new_tokens: int = 64,
+def saved_model(run_or_model, base: str, version: int | None = None, *, max_new_tokens: int = 256,
                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                 streaming: bool = True, verbose: int | None = None) -> str:
     """Export a run (directory or ``LoadedRun``) as SavedModel ``BASE/<version>/``; returns its path.
@@ -110,7 +110,8 @@ def saved_model(run_or_model, base: str, version: int | None = None, *, max_new_
       base: the model's base directory (TF Serving's ``--model_base_path``); created if needed.
       version: the version number; default: the next one after the largest present.
       max_new_tokens: the static bound of the decoding loop (``M``) and ``serving_default``'s
-        budget. For a transformer it must be smaller than ``max_length``.
+        budget (default 256), independent of the context: a transformer continues past its
+        ``max_length`` in sliding-window rounds (``zoo.generation.window``).
       temperature, top_k, top_p: ``serving_default``'s decoding (greedy when
         ``temperature == 0``).
       streaming: also export ``stream_start`` / ``stream_step`` (token-by-token decoding with

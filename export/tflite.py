@@ -21,8 +21,8 @@ Signatures (every input and output batched over a dynamic batch dimension ``B``)
 ``generate``
     ``prompt`` string ``[B]`` -> ``text`` string ``[B]`` (the continuation only),
     ``token_ids`` int32 ``[B, M]`` (0 after ``num_tokens``), ``num_tokens`` int32 ``[B]``.
-    Greedy, ``M`` = the export's ``max_new_tokens``: the same text as
-    ``run.generate(prompt, strategy="greedy", max_new_tokens=M)``.
+    Greedy, ``M`` = the export's ``max_new_tokens`` (default 256, independent of the context):
+    the same text as ``run.generate(prompt, strategy="greedy", max_new_tokens=M)``.
 ``sample``
     ``prompt`` string ``[B]``, ``temperature`` float32 ``[B]``, ``top_k`` int32 ``[B]``,
     ``top_p`` float32 ``[B]``, ``seed`` int64 ``[B]`` -> as ``generate``. Per row:
@@ -41,8 +41,9 @@ Signatures (every input and output batched over a dynamic batch dimension ``B``)
     ``[B]``: the zoo tokenizer's ids (no ``<bos>``/``<eos>``).
 
 Prompts are handled as ``zoo.generation.generate`` does: line models (``corpus_kind ==
-"lines"``) get ``<bos>`` and stop at ``<eos>``; a transformer keeps the last ``max_length - M``
-prompt tokens. Unlike the Python API: an empty prompt of a stream model gives an empty
+"lines"``) get ``<bos>`` and stop at ``<eos>``; a transformer continues past its context
+``max_length`` in the sliding-window rounds of ``zoo.generation.window``, inside the graph (a
+WHILE around the decoding loop's WHILE), so ``M`` may exceed the context. Unlike the Python API: an empty prompt of a stream model gives an empty
 continuation (``text == ""``, ``num_tokens == 0``) instead of an error (a line model's empty
 prompt is just ``<bos>``), and characters a character tokenizer does not know become ``<unk>``
 instead of an error. Prompts must be valid UTF-8 for ids identical to the zoo tokenizer's.
@@ -81,6 +82,7 @@ from zoo.generation.loop import SUPPRESSED_TOKEN_IDS, DecodeSettings, decode
 from zoo.generation.prompts import PROMPT_BUCKET, prepare_prompts
 from zoo.generation.random_draw import LiteRTWords
 from zoo.generation.samplers import GreedySampler, RandomSampler
+from zoo.generation.window import decode_windowed
 from zoo.run import load_finished
 from zoo.special_tokens import BOS_ID, EOS_ID, PAD_ID
 from zoo.tasks.export_module import ExportModule
@@ -164,13 +166,16 @@ class _LiteRTModule(ExportModule):
         """Prompt strings -> ``(ids (B, P), lengths (B,), empty (B,))`` as ``generate`` sees them
         (``zoo.generation.prompts.prepare_prompts``, without width buckets)."""
         ids, lengths = self._codec.encode(prompt)
-        keep = None if self._max_length is None else self._max_length - self._max_new
-        return prepare_prompts(ids, lengths, bos_id=BOS_ID if self._line else None, keep=keep)
+        return prepare_prompts(ids, lengths, bos_id=BOS_ID if self._line else None)
 
     def _continue(self, prompt, sampler):
         ids, lengths, empty = self._prompts(prompt)
         row_max = tf.where(empty, 0, self._max_new)
-        new_ids, num_new = decode(self._view, sampler, ids, lengths, row_max, self._settings)
+        if self._max_length is None:
+            new_ids, num_new = decode(self._view, sampler, ids, lengths, row_max, self._settings)
+        else:  # past the context: the sliding window's rounds, as run.generate
+            new_ids, num_new = decode_windowed(self._view, sampler, ids, lengths, row_max,
+                                               self._settings, max_length=self._max_length)
         text = self._codec.decode(new_ids, num_new)
         return {"text": text, "token_ids": new_ids, "num_tokens": num_new}
 
@@ -200,7 +205,7 @@ class _LiteRTModule(ExportModule):
         return {"token_ids": ids, "num_tokens": lengths}
 
 
-def build_module(run, max_new_tokens: int = 32) -> _LiteRTModule:
+def build_module(run, max_new_tokens: int = 256) -> _LiteRTModule:
     """The ``tf.Module`` whose signatures are converted (it also runs in TensorFlow)."""
     model = run.model
     if model.compute_dtype != "float32":
@@ -208,14 +213,8 @@ def build_module(run, max_new_tokens: int = 32) -> _LiteRTModule:
             f"LiteRT export: the model computes in {model.compute_dtype}; export a float32 "
             "model (quantize='float16' gives a smaller file)"
         )
-    max_length = getattr(model, "max_length", None)
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
         raise ZooError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-    if max_length is not None and max_new_tokens >= max_length:
-        raise ZooError(
-            f"max_new_tokens={max_new_tokens} must be smaller than the model's context "
-            f"max_length={max_length} (the sliding window of the Python API is not exported)"
-        )
     tokenizer = run.tokenizer
     byte_bpe = getattr(tokenizer, "kind", "") == "byte_bpe"
     codec = ByteBPECodec(tokenizer) if byte_bpe else build_codec(tokenizer)
@@ -403,7 +402,7 @@ def _write_atomic(path: str, data: bytes) -> None:
         raise
 
 
-def export_tflite(run_or_dir, path, *, quantize: str = "none", max_new_tokens: int = 32,
+def export_tflite(run_or_dir, path, *, quantize: str = "none", max_new_tokens: int = 256,
                   calibration_texts=None, validation_texts=None,
                   verbose: int | None = None) -> dict:
     """Write the run as a LiteRT flatbuffer at ``path``; see the module docstring.

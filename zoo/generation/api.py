@@ -11,6 +11,7 @@ import tensorflow as tf
 from zoo.errors import ZooError
 from zoo.generation.decode import beam_search_ids, default_jit_compile, generate_ids
 from zoo.generation.prompts import PROMPT_BUCKET, dense_rows, prepare_prompts
+from zoo.generation.window import round_budget, round_context
 from zoo.special_tokens import BOS_ID, UNK_ID
 
 __all__ = ["generate", "STRATEGIES", "row_seed", "token_rows", "unknown_characters"]
@@ -122,7 +123,9 @@ def generate(
       stop_token_ids: token ids that end a continuation (e.g. ``(3,)`` = ``<eos>``).
       jit_compile: XLA or not; ``None`` = XLA when a GPU is visible.
 
-    Prompts longer than ``model.max_length - max_new_tokens`` tokens keep their last tokens.
+    A transformer continues past its context ``max_length`` in sliding-window rounds
+    (``zoo.generation.window``): a prompt and continuation that fit in it are one pass; a prompt
+    longer than the context conditions on its last ``max_length - max_length // 2`` tokens.
     Raises ``ZooError`` for bad arguments, empty prompts (without ``add_bos``) and characters a
     character tokenizer does not know.
     """
@@ -150,32 +153,16 @@ def generate(
         suppressed_token_ids=getattr(tokenizer, "suppressed_ids", None),
     )
 
-    if max_length is None or max_new_tokens < max_length:
-        # One pass: keep the last (max_length - max_new_tokens) prompt tokens if needed.
+    if max_length is None or all(len(row) + max_new_tokens <= max_length for row in prompt_rows):
+        # Prompt and continuation fit in the context: one pass.
         keep = None if max_length is None else max_length - max_new_tokens
         rows, _ = _decode(model, prompt_rows, keep, max_new_tokens, seed, **decode_args)
+    elif strategy == "beam":
+        # Beam search decodes one budget for the whole batch: each row slides on its own.
+        rows = [_windowed(model, [row], max_new_tokens, max_length, seed, **decode_args)[0]
+                for row in prompt_rows]
     else:
-        # Longer than the context window: continue in rounds of max_length // 2 new tokens, each
-        # round conditioned on the last max_length - max_length // 2 tokens (a sliding window).
-        chunk = max_length // 2
-        context = [list(row) for row in prompt_rows]
-        rows = [[] for _ in texts]
-        finished = np.zeros(len(texts), bool)
-        round_index = 0
-        while not finished.all():
-            remaining = max_new_tokens - len(rows[int(np.argmin(finished))])
-            step = min(chunk, remaining)
-            round_seed = None if seed is None else row_seed(seed, 10_000 + round_index)
-            new, stopped = _decode(
-                model, context, max_length - chunk, step, round_seed, **decode_args
-            )
-            for b, tokens in enumerate(new):
-                if not finished[b]:
-                    rows[b].extend(tokens)
-                    finished[b] = stopped[b] or len(rows[b]) >= max_new_tokens
-                context[b].extend(tokens)
-            round_index += 1
-
+        rows = _windowed(model, prompt_rows, max_new_tokens, max_length, seed, **decode_args)
     ragged = _ragged(rows)
     strings = tokenizer.detokenize(ragged).numpy()
     outputs = []
@@ -198,13 +185,44 @@ def _ragged(rows: list[list[int]]) -> tf.RaggedTensor:
     )
 
 
+def _windowed(model, prompt_rows: list[list[int]], max_new_tokens: int, max_length: int, seed,
+              **decode_args) -> list[list[int]]:
+    """The sliding-window rounds of ``zoo.generation.window`` from Python: the new ids per row."""
+    contexts = [list(row) for row in prompt_rows]
+    rows: list[list[int]] = [[] for _ in prompt_rows]
+    finished = [False] * len(prompt_rows)
+    round_index = 0
+    while not all(finished):
+        context = [round_context(c, round_index, max_length) for c in contexts]
+        budgets = [0 if done else round_budget(len(c), max_new_tokens - len(row), max_length)
+                   for c, row, done in zip(context, rows, finished, strict=True)]
+        new, _ = _decode(model, context, None, min(max_new_tokens, max_length - 1), seed,
+                         row_max=budgets, step_offset=round_index * max_length,
+                         max_length=max_length, **decode_args)
+        for b, tokens in enumerate(new):
+            if finished[b]:
+                continue
+            tokens = tokens[: budgets[b]]
+            rows[b].extend(tokens)
+            contexts[b].extend(tokens)
+            finished[b] = len(tokens) < budgets[b] or len(rows[b]) >= max_new_tokens
+        round_index += 1
+    return rows
+
+
 def _decode(model, rows: list[list[int]], keep: int | None, max_new_tokens: int, seed, *,
             strategy, temperature, top_k, top_p, num_beams, stop_token_ids, jit_compile,
-            suppressed_token_ids=None):
-    """One compiled decoding pass over the last ``keep`` tokens of every row. Returns (new token
-    ids per row, whether each row stopped early)."""
+            suppressed_token_ids=None, row_max=None, step_offset: int = 0,
+            max_length: int | None = None):
+    """One compiled decoding pass over the last ``keep`` tokens of every row (``row_max``: each
+    row's budget, ``max_length``: the loop's context bound, as ``generate_ids`` takes them).
+    Returns (new token ids per row, whether each row stopped early)."""
     ids, lengths = dense_rows(rows)
-    cap = None if keep is None else keep
+    if strategy == "beam" and row_max is not None:  # one row: its budget is the loop's
+        max_new_tokens, max_length = int(row_max[0]), None
+        keep = getattr(model, "max_length", None)
+        keep = None if keep is None else keep - max_new_tokens
+    cap = keep if max_length is None else max_length - 1
     prompt_ids, prompt_lengths, _ = prepare_prompts(ids, lengths, keep=keep, bucket=PROMPT_BUCKET,
                                                     max_width=cap)
     batch = len(rows)
@@ -213,18 +231,23 @@ def _decode(model, rows: list[list[int]], keep: int | None, max_new_tokens: int,
     if strategy == "beam":
         new_ids, num_new = beam_search_ids(model, prompt_ids, prompt_lengths, max_new_tokens,
                                            num_beams, **common)
-    elif strategy == "sample":
-        new_ids, num_new = generate_ids(
-            model, prompt_ids, prompt_lengths, max_new_tokens,
-            temperature=np.full([batch], float(temperature), np.float32),
-            top_k=np.full([batch], int(top_k), np.int32),
-            top_p=np.full([batch], float(top_p), np.float32),
-            seeds=np.array([row_seed(seed, b) for b in range(batch)], np.int64),
-            **common,
-        )
+        budgets = np.full([batch], max_new_tokens)
     else:
-        new_ids, num_new = generate_ids(model, prompt_ids, prompt_lengths, max_new_tokens,
-                                        **common)
+        budgets = np.full([batch], max_new_tokens) if row_max is None else np.asarray(row_max)
+        windowing = dict(row_max_new_tokens=budgets.astype(np.int32), max_length=max_length,
+                         step_offset=step_offset)
+        if strategy == "sample":
+            new_ids, num_new = generate_ids(
+                model, prompt_ids, prompt_lengths, max_new_tokens,
+                temperature=np.full([batch], float(temperature), np.float32),
+                top_k=np.full([batch], int(top_k), np.int32),
+                top_p=np.full([batch], float(top_p), np.float32),
+                seeds=np.array([row_seed(seed, b) for b in range(batch)], np.int64),
+                **windowing, **common,
+            )
+        else:
+            new_ids, num_new = generate_ids(model, prompt_ids, prompt_lengths, max_new_tokens,
+                                            **windowing, **common)
     counts = np.asarray(num_new)
     new_rows = [list(map(int, row[:n])) for row, n in zip(np.asarray(new_ids), counts, strict=True)]
-    return new_rows, counts < max_new_tokens
+    return new_rows, counts < budgets

@@ -67,12 +67,17 @@ def _seeds(seeds, batch, words):
 def _prepared(model, prompt_ids, prompt_lengths, settings: DecodeSettings):
     """Validate, pad the width to the bucket, fix the prefill length, build the model."""
     prompt_ids, prompt_lengths = _as_int32(prompt_ids), _as_int32(prompt_lengths)
-    lengths = loop.check_prompts(model, prompt_ids, prompt_lengths, settings.max_new_tokens)
+    capped = settings.max_length is not None
+    lengths = loop.check_prompts(model, prompt_ids, prompt_lengths, settings.max_new_tokens,
+                                 capped=capped)
     prefill_length = loop.default_prefill_length(lengths, settings.prefill_length)
     settings = DecodeSettings(**{**settings.__dict__, "prefill_length": prefill_length})
     width, max_length = prompt_ids.shape[1], getattr(model, "max_length", None)
     if width is not None:
-        cap = None if max_length is None else max_length - settings.max_new_tokens
+        if capped:
+            cap = settings.max_length - 1
+        else:
+            cap = None if max_length is None else max_length - settings.max_new_tokens
         prompt_ids, _, _ = prepare_prompts(prompt_ids, prompt_lengths, bucket=PROMPT_BUCKET,
                                            max_width=cap)
     if not getattr(model, "built", True):
@@ -107,7 +112,7 @@ def decode_ids(model, sampler: Sampler, prompt_ids, prompt_lengths, settings: De
                         jit_compile)
 
 
-def _sampler(batch, temperature, top_k, top_p, seeds) -> Sampler:
+def _sampler(batch, temperature, top_k, top_p, seeds, step_offset=0) -> Sampler:
     if temperature is None:
         return GreedySampler()
     words = default_words()
@@ -116,23 +121,27 @@ def _sampler(batch, temperature, top_k, top_p, seeds) -> Sampler:
         _per_row(top_k, batch, "int32", 0),
         _per_row(top_p, batch, "float32", 1.0),
         _seeds(seeds, batch, words),
+        step_offset,
         words=words,
     )
 
 
-def _settings(max_new_tokens, stop_token_ids, suppressed_token_ids, prefill_length):
+def _settings(max_new_tokens, stop_token_ids, suppressed_token_ids, prefill_length,
+              max_length=None):
     return DecodeSettings(
         max_new_tokens=max_new_tokens,
         stop_token_ids=tuple(np.asarray(stop_token_ids, np.int64).reshape(-1).tolist()),
         suppressed_token_ids=suppressed_token_ids,
         prefill_length=prefill_length,
+        max_length=max_length,
     )
 
 
 def generate_ids(model, prompt_ids, prompt_lengths, max_new_tokens: int, *,
                  row_max_new_tokens=None, temperature=None, top_k=None, top_p=None, seeds=None,
                  stop_token_ids=(), jit_compile: bool | None = None,
-                 prefill_length: int | None = None, suppressed_token_ids=None):
+                 prefill_length: int | None = None, suppressed_token_ids=None,
+                 step_offset: int = 0, max_length: int | None = None):
     """Decode with the model's cache; returns ``(new_ids (B, max_new_tokens), num_new (B,))``.
 
     Args:
@@ -153,14 +162,19 @@ def generate_ids(model, prompt_ids, prompt_lengths, max_new_tokens: int, *,
         Default: ``min(prompt_lengths)`` rounded down to a multiple of ``PROMPT_BUCKET``
         (at least 1) when the lengths are known; inside an outer graph with unknown lengths,
         ``min(prompt_lengths)`` as a tensor (no XLA there: pass an int under XLA).
+      step_offset: added to the position in the random draw (a sliding window's round ``r``
+        passes ``r * max_length``, see ``zoo.generation.window``).
+      max_length: the loop ends at this context (``DecodeSettings.max_length``): then each row's
+        length plus its ``row_max_new_tokens`` must fit in it, the width need not.
 
     The new ids are padded with 0 after ``num_new`` tokens. A row stops after its budget or at a
     stop token; the loop exits as soon as every row has stopped. Raises ``ValueError`` if
-    ``P + max_new_tokens`` exceeds ``model.max_length``.
+    ``P + max_new_tokens`` exceeds ``model.max_length`` (without ``max_length``).
     """
-    settings = _settings(max_new_tokens, stop_token_ids, suppressed_token_ids, prefill_length)
+    settings = _settings(max_new_tokens, stop_token_ids, suppressed_token_ids, prefill_length,
+                         max_length)
     batch = ops.shape(prompt_ids)[0]
-    sampler = _sampler(batch, temperature, top_k, top_p, seeds)
+    sampler = _sampler(batch, temperature, top_k, top_p, seeds, step_offset)
     return decode_ids(model, sampler, prompt_ids, prompt_lengths, settings,
                       row_max_new_tokens=row_max_new_tokens, jit_compile=jit_compile)
 

@@ -58,6 +58,9 @@ class DecodeSettings:
         multiple of ``prefill_bucket`` (at least 1), computed in the graph (needs a model that
         takes an unknown time dimension, and no XLA).
       prefill_bucket: see ``prefill_length``.
+      max_length: the model's context ``L``: the cache and the loop end at ``min(P + M, L)``
+        (each row's prompt length plus budget must fit in ``L``; ``window.decode_windowed``
+        arranges that). ``None``: ``P + M``.
     """
 
     max_new_tokens: int
@@ -65,6 +68,7 @@ class DecodeSettings:
     suppressed_token_ids: tuple[int, ...] | None = None
     prefill_length: int | None = None
     prefill_bucket: int = 1
+    max_length: int | None = None
 
     def __post_init__(self):
         try:
@@ -80,6 +84,8 @@ class DecodeSettings:
             object.__setattr__(self, "suppressed_token_ids", suppressed)
         if self.prefill_length is not None:
             object.__setattr__(self, "prefill_length", operator.index(self.prefill_length))
+        if self.max_length is not None:
+            object.__setattr__(self, "max_length", operator.index(self.max_length))
 
     @property
     def suppressed(self) -> tuple[int, ...]:
@@ -147,6 +153,9 @@ def begin(model, prompt_ids, prompt_lengths, settings: DecodeSettings) -> Start:
     """Sizes, stop ids and the prefill of a loop over ``prompt_ids (B, P)``."""
     batch, prompt_width = _size(prompt_ids, 0), _size(prompt_ids, 1)
     total = prompt_width + settings.max_new_tokens
+    if settings.max_length is not None:
+        total = (min(total, settings.max_length) if isinstance(total, int)
+                 else ops.minimum(total, settings.max_length))
     start, last, cache = prefill(model, prompt_ids, prompt_lengths, total, settings)
     return Start(batch, prompt_width, total, stop_tensor(settings.stop_token_ids), start, last,
                  cache)
@@ -240,8 +249,10 @@ class UncachedView:
         return picked, (buffer, *context)
 
 
-def check_prompts(model, prompt_ids, prompt_lengths, max_new_tokens: int):
-    """Validate shapes and the context bound; returns the lengths' static values (NumPy) or
+def check_prompts(model, prompt_ids, prompt_lengths, max_new_tokens: int, *,
+                  capped: bool = False):
+    """Validate shapes and the context bound (not with ``capped``: the loop then ends at the
+    context, ``DecodeSettings.max_length``); returns the lengths' static values (NumPy) or
     ``None`` inside a graph with unknown lengths."""
     import numpy as np
 
@@ -252,7 +263,8 @@ def check_prompts(model, prompt_ids, prompt_lengths, max_new_tokens: int):
         )
     width = prompt_ids.shape[1]
     max_length = getattr(model, "max_length", None)
-    if max_length is not None and width is not None and width + max_new_tokens > max_length:
+    if (not capped and max_length is not None and width is not None
+            and width + max_new_tokens > max_length):
         raise ValueError(
             f"prompt width {width} + max_new_tokens {max_new_tokens} exceeds the model's "
             f"max_length {max_length}"

@@ -138,6 +138,12 @@ class Sampler:
     def key(self) -> tuple:
         return (type(self).__name__,)
 
+    def shifted(self, offset) -> Sampler:
+        """The sampler whose draw at step ``t`` is this one's at ``t + offset`` (a sliding
+        window's later round); samplers without randomness return themselves."""
+        del offset
+        return self
+
 
 class GreedySampler(Sampler):
     """Greedy decoding: ``x_t = argmax_j z_j`` (ties: the smallest id)."""
@@ -162,13 +168,17 @@ class RandomSampler(Sampler):
       top_k: ``(B,)`` int32 (``<= 0``: off).
       top_p: ``(B,)`` float32 (``>= 1``: off).
       seeds: ``(B,)`` int64 seeds (or ``words.seed_input(seeds)``).
+      step_offset: int32 scalar added to ``t`` in the draw: the sliding window's round ``r``
+        passes ``r * L`` so that no two rounds reuse a draw (``zoo.generation.window``).
     """
 
-    def __init__(self, temperature, top_k, top_p, seeds, *, words: Words | None = None):
+    def __init__(self, temperature, top_k, top_p, seeds, step_offset=0, *,
+                 words: Words | None = None):
         self.temperature = temperature
         self.top_k = top_k
         self.top_p = top_p
         self.seeds = seeds
+        self.step_offset = ops.convert_to_tensor(step_offset, "int32")
         self.words = default_words() if words is None else words
 
     def choose(self, logits, step):
@@ -176,12 +186,17 @@ class RandomSampler(Sampler):
         temperature = ops.cast(self.temperature, "float32")
         greedy = argmax(logits)
         filtered = filter_logits(logits, temperature, self.top_k, self.top_p)
-        noise = gumbel_noise(self.seeds, step, _size(logits, 1), self.words)
+        noise = gumbel_noise(self.seeds, step + self.step_offset, _size(logits, 1), self.words)
         sampled = argmax(filtered + noise)
         return ops.where(temperature > 0.0, sampled, greedy)
 
     def tensors(self) -> tuple:
-        return (self.temperature, self.top_k, self.top_p, self.seeds)
+        return (self.temperature, self.top_k, self.top_p, self.seeds, self.step_offset)
+
+    def shifted(self, offset) -> RandomSampler:
+        """The same sampler drawing at ``t + offset`` (added to the current offset)."""
+        return RandomSampler(self.temperature, self.top_k, self.top_p, self.seeds,
+                             self.step_offset + offset, words=self.words)
 
     def rebind(self, *tensors) -> RandomSampler:
         return RandomSampler(*tensors, words=self.words)

@@ -23,6 +23,7 @@ from zoo.generation.loop import feed
 from zoo.generation.prompts import dense_rows, prepare_prompts
 from zoo.generation.random_draw import default_words
 from zoo.generation.samplers import GreedySampler, RandomSampler
+from zoo.generation.window import round_budget, round_context
 
 REPLACEMENT = "\ufffd"  # a piece that ends inside a multi-byte character decodes to this
 
@@ -45,8 +46,8 @@ def stream(
     """Yield the continuation of one ``prompt`` in pieces, as soon as each token is chosen.
 
     ``strategy`` is ``"greedy"`` or ``"sample"`` (beam search cannot stream: its best sequence
-    is known only at the end). Other arguments as ``zoo.generation.generate``. A transformer
-    streams up to its context: ``max_new_tokens`` must be below its ``max_length``.
+    is known only at the end). Other arguments as ``zoo.generation.generate``; a transformer
+    continues past its context in the same sliding-window rounds (``zoo.generation.window``).
     """
     _validate(strategy, max_new_tokens, temperature, top_k, top_p, 1, seed, stop)
     if strategy == "beam":
@@ -54,14 +55,8 @@ def stream(
     if not isinstance(prompt, str):
         raise ZooError("stream takes one prompt string")
     max_length = getattr(model, "max_length", None)
-    if max_length is not None and max_new_tokens >= max_length:
-        raise ZooError(
-            f"streaming continues within the context: max_new_tokens={max_new_tokens} must be "
-            f"smaller than the model's max_length={max_length}"
-        )
-    ids, lengths = dense_rows(token_rows(tokenizer, [prompt], add_bos=add_bos))
-    keep = None if max_length is None else max_length - max_new_tokens
-    prompt_ids, _, _ = prepare_prompts(ids, lengths, keep=keep)
+    prompt_tokens = token_rows(tokenizer, [prompt], add_bos=add_bos)[0]
+    fits = max_length is None or len(prompt_tokens) + max_new_tokens <= max_length
 
     if strategy == "sample":
         if seed is None:
@@ -78,18 +73,38 @@ def stream(
     suppressed = getattr(tokenizer, "suppressed_ids", None)
     step = _step_function(model, suppressed)
 
-    length = int(prompt_ids.shape[1])
-    cache = model.init_cache(1, length + max_new_tokens)
-    last, cache = step(prompt_ids, cache, np.int32(0))
+    def start_round(round_index: int, tokens: list[int], remaining: int):
+        """Prefill a round's context: ``(its length, the round's budget, logits, cache)``."""
+        if fits:
+            context, budget = tokens, remaining
+        else:
+            context = round_context(tokens, round_index, max_length)
+            budget = round_budget(len(context), remaining, max_length)
+        ids, lengths = dense_rows([context])
+        prompt_ids, _, _ = prepare_prompts(ids, lengths)
+        length = int(prompt_ids.shape[1])
+        cache = model.init_cache(1, length + min(remaining, budget))
+        last, cache = step(prompt_ids, cache, np.int32(0))
+        return length, budget, last, cache
+
+    sequence = list(prompt_tokens)
+    round_index, used = 0, 0
+    length, budget, last, cache = start_round(0, sequence, max_new_tokens)
     generated: list[int] = []
     emitted = ""
     hold = len(stop) - 1 if stop else 0
     for k in range(max_new_tokens):
-        position = length + k
-        token = int(np.asarray(sampler.choose(last, np.int32(position)))[0])
+        if used == budget:  # the window is full: the next round slides it
+            round_index, used = round_index + 1, 0
+            length, budget, last, cache = start_round(round_index, sequence, max_new_tokens - k)
+        position = length + used
+        draw_sampler = sampler.shifted(np.int32(round_index * (max_length or 0)))
+        token = int(np.asarray(draw_sampler.choose(last, np.int32(position)))[0])
         if token in stops:
             break
         generated.append(token)
+        sequence.append(token)
+        used += 1
         text = tokenizer.decode(np.array(generated))
         if stop and stop in text:
             yield text[len(emitted) : text.index(stop)]
@@ -99,7 +114,7 @@ def stream(
         if len(ready) > len(emitted):
             yield ready[len(emitted) :]
             emitted = ready
-        if k + 1 < max_new_tokens:
+        if k + 1 < max_new_tokens and used < budget:
             last, cache = step(np.array([[token]], np.int32), cache, np.int32(position))
     text = tokenizer.decode(np.array(generated, dtype=np.int32)) if generated else ""
     if len(text) > len(emitted):

@@ -64,11 +64,13 @@ same settings and seed (same prompt handling, same cache length, same per-step c
 Prompt handling mirrors ``zoo.generation.generate`` (``run.generate``):
 
 * line models (``corpus_kind == "lines"``) get ``<bos>`` prepended and stop at ``<eos>``;
-* a transformer's prompt keeps its last ``max_length - M`` tokens (left truncation), ``M``
-  being the export's ``max_new_tokens`` -- the same tokens ``run.generate(...,
-  max_new_tokens=M)`` keeps, whatever a row's own ``max_new_tokens``. The Python API's sliding
-  window for continuations longer than the context is not exported: ``M`` must be smaller
-  than the transformer's ``max_length`` (checked at export time);
+* a transformer continues past its context ``max_length`` in the sliding-window rounds of
+  ``zoo.generation.window`` (the same rounds as ``run.generate``, inside the graph: a
+  while_loop around the decoding loop), so ``M`` (the export's ``max_new_tokens``, default
+  256) is independent of the context. What a row gets does not depend on its own
+  ``max_new_tokens`` beyond where it stops (a shorter budget gives a prefix) nor on the other
+  rows. The streaming signatures slide too: their state carries the sequence so far and the
+  round beside the cache;
 * an empty prompt of a stream model (no token to condition on) gives an empty continuation
   (``text == ""``, ``num_tokens == 0``) for that row instead of an error; the other rows of
   the batch are unaffected. A line model's empty prompt is just ``<bos>``;
@@ -92,6 +94,7 @@ from zoo.export_contract import LM_SIGNATURES, STREAM_SIGNATURES
 from zoo.generation.loop import DecodeSettings, decode, feed
 from zoo.generation.prompts import PROMPT_BUCKET, prepare_prompts
 from zoo.generation.samplers import GreedySampler, RandomSampler
+from zoo.generation.window import decode_windowed, slide
 from zoo.special_tokens import BOS_ID, EOS_ID
 from zoo.tasks.export_module import ExportModule
 
@@ -165,14 +168,13 @@ class CausalLMModule(ExportModule):
 
     def _prompts(self, prompt):
         """Prompt strings -> ``(prompt_ids (B, P) right-padded, lengths (B,), empty (B,))``:
-        ``zoo.generation.prompts.prepare_prompts`` with ``<bos>`` for line models, the last
-        ``max_length - M`` tokens kept and the width padded to ``PROMPT_BUCKET`` multiples, as
-        ``run.generate`` does. Empty rows get a placeholder token (and no budget)."""
+        ``zoo.generation.prompts.prepare_prompts`` with ``<bos>`` for line models and the width
+        padded to ``PROMPT_BUCKET`` multiples, as ``run.generate`` does; nothing is cut (the
+        sliding window chooses the context). Empty rows get a placeholder token (and no
+        budget)."""
         ids = self._token_ids(prompt)
-        keep = None if self._max_length is None else self._max_length - self._max_new
         return prepare_prompts(ids.to_tensor(default_value=0), ids.row_lengths(),
-                               bos_id=self._bos if self._line else None, keep=keep,
-                               bucket=PROMPT_BUCKET, max_width=keep)
+                               bos_id=self._bos if self._line else None, bucket=PROMPT_BUCKET)
 
     def _sampler(self, temperature=None, top_k=None, top_p=None, seeds=None):
         if temperature is None:
@@ -182,8 +184,14 @@ class CausalLMModule(ExportModule):
     def _decode(self, prompt, row_max, temperature=None, top_k=None, top_p=None, seeds=None):
         prompt_ids, lengths, empty = self._prompts(prompt)
         row_max = tf.where(empty, 0, tf.clip_by_value(row_max, 0, self._max_new))
-        new_ids, num_new = decode(self.keras_model, self._sampler(temperature, top_k, top_p, seeds),
-                                  prompt_ids, lengths, row_max, self._settings)
+        sampler = self._sampler(temperature, top_k, top_p, seeds)
+        if self._max_length is None:
+            new_ids, num_new = decode(self.keras_model, sampler, prompt_ids, lengths, row_max,
+                                      self._settings)
+        else:
+            new_ids, num_new = decode_windowed(self.keras_model, sampler, prompt_ids, lengths,
+                                               row_max, self._settings,
+                                               max_length=self._max_length, bucket=PROMPT_BUCKET)
         text = self.tokenizer.detokenize(tf.RaggedTensor.from_tensor(new_ids, lengths=num_new))
         return text, new_ids, num_new
 
@@ -199,6 +207,9 @@ class CausalLMModule(ExportModule):
         model = self.keras_model
         short = model.init_cache(1, 2 * PROMPT_BUCKET)
         long = model.init_cache(1, 3 * PROMPT_BUCKET)
+        if self._max_length is not None:  # the sliding window's state rides with the cache
+            short = (short, self._window_state(tf.zeros([1, 2], tf.int32), 1))
+            long = (long, self._window_state(tf.zeros([1, 3], tf.int32), 1))
         self._cache_structure = short
         specs = []
         for i, (a, b) in enumerate(zip(tf.nest.flatten(short), tf.nest.flatten(long), strict=True)):
@@ -232,20 +243,44 @@ class CausalLMModule(ExportModule):
             return tf.zeros_like(token, tf.bool)
         return tf.reduce_any(tf.equal(token[:, None], tf.constant(stops, tf.int32)[None, :]), -1)
 
+    @staticmethod
+    def _window_state(history, length, round_index=0):
+        """The sliding window's part of the streaming state: the sequence so far ``(1, W)``
+        (prompt and continuation), its length and the round."""
+        return {"history": history, "length": tf.reshape(tf.cast(length, tf.int32), [1]),
+                "round": tf.reshape(tf.cast(round_index, tf.int32), [1])}
+
+    def _start_round(self, history, length, round_index):
+        """Prefill round ``round_index`` of the window (``zoo.generation.window``) from the
+        sequence ``history[0, :length]``: returns ``(context length, logits, cache)``."""
+        window = self._max_length
+        keep = tf.where(tf.logical_and(tf.equal(round_index, 0), length < window), length,
+                        tf.minimum(length, slide(window)))
+        context = history[:, length - keep:length]
+        cache = self.keras_model.init_cache(1, window)
+        last, cache = feed(self.keras_model, context, cache, tf.constant(0, tf.int32),
+                           self._settings.suppressed)
+        return keep, last, cache
+
     def _stream_start(self, prompt, temperature, top_k, top_p, seed):
         prompt_ids, lengths, empty = self._prompts(prompt)
         length = lengths[0]
-        total = tf.shape(prompt_ids, out_type=tf.int32)[1] + self._max_new
         model = self.keras_model
-        cache = model.init_cache(1, total)
-        last, cache = feed(model, prompt_ids[:, :length], cache, tf.constant(0, tf.int32),
-                           self._settings.suppressed)
-        token = RandomSampler(temperature, top_k, top_p, seed).choose(last, length)
-        done = tf.logical_or(empty, self._is_stop(token))
         budget = tf.where(empty, 0, self._max_new)
+        if self._max_length is None:
+            cache = model.init_cache(1, tf.shape(prompt_ids, out_type=tf.int32)[1] + self._max_new)
+            last, cache = feed(model, prompt_ids[:, :length], cache, tf.constant(0, tf.int32),
+                               self._settings.suppressed)
+            position = length
+        else:
+            history = tf.pad(prompt_ids[:, :length], [[0, 0], [0, self._max_new]])
+            position, last, cache = self._start_round(history, length, 0)
+            cache = (cache, self._window_state(history, length))
+        token = RandomSampler(temperature, top_k, top_p, seed).choose(last, position)
+        done = tf.logical_or(empty, self._is_stop(token))
         return {
             "token_id": token,
-            "position": tf.reshape(length, [1]),
+            "position": tf.reshape(position, [1]),
             "done": done,
             "budget": budget,
             **self._cache_outputs(cache),
@@ -254,12 +289,35 @@ class CausalLMModule(ExportModule):
     def _stream_step(self, token_id, position, temperature, top_k, top_p, seed, *cache_leaves):
         cache = tf.nest.pack_sequence_as(self._cache_structure, list(cache_leaves))
         index = position[0]
-        last, cache = feed(self.keras_model, token_id[:, None], cache, index,
-                           self._settings.suppressed)
-        token = RandomSampler(temperature, top_k, top_p, seed).choose(last, index + 1)
+        sampler = RandomSampler(temperature, top_k, top_p, seed)
+        if self._max_length is None:
+            last, cache = feed(self.keras_model, token_id[:, None], cache, index,
+                               self._settings.suppressed)
+            token = sampler.choose(last, index + 1)
+            next_position = index + 1
+        else:
+            cache, state = cache
+            length, round_index = state["length"][0], state["round"][0]
+            history = tf.tensor_scatter_nd_update(state["history"], [[0, length]], token_id)
+            length = length + 1
+            window = self._max_length
+
+            def same_round():
+                last, new_cache = feed(self.keras_model, token_id[:, None], cache, index,
+                                       self._settings.suppressed)
+                return index + 1, round_index, last, new_cache
+
+            def next_round():
+                keep, last, new_cache = self._start_round(history, length, round_index + 1)
+                return keep, round_index + 1, last, new_cache
+
+            next_position, round_index, last, cache = tf.cond(index + 1 < window, same_round,
+                                                              next_round)
+            token = sampler.shifted(round_index * window).choose(last, next_position)
+            cache = (cache, self._window_state(history, length, round_index))
         return {
             "token_id": token,
-            "position": position + 1,
+            "position": tf.reshape(next_position, [1]),
             "done": self._is_stop(token),
             **self._cache_outputs(cache),
         }
@@ -343,7 +401,7 @@ class CausalLMModule(ExportModule):
         return {"text": self.tokenizer.detokenize(token_ids)}
 
 
-def build_serving_module(model, tokenizer, *, line_corpus: bool, max_new_tokens: int = 64,
+def build_serving_module(model, tokenizer, *, line_corpus: bool, max_new_tokens: int = 256,
                          temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                          asset_paths=(), streaming: bool = True,
                          stop_token_ids=None) -> CausalLMModule:
@@ -356,17 +414,13 @@ def build_serving_module(model, tokenizer, *, line_corpus: bool, max_new_tokens:
     )
 
 
-def serving_module(run, *, max_new_tokens: int = 64, temperature: float = 0.0, top_k: int = 0,
+def serving_module(run, *, max_new_tokens: int = 256, temperature: float = 0.0, top_k: int = 0,
                    top_p: float = 1.0, streaming: bool = False, **_ignored):
     """``(module, signatures, export settings)`` of a causal LM run for ``export.saved_model``.
     The tokenizer's files are the module's assets (their folder lives as long as the module)."""
     max_length = getattr(run.model, "max_length", None)
-    if max_length is not None and max_new_tokens >= max_length:
-        raise ZooError(
-            f"max_new_tokens={max_new_tokens} must be smaller than the model's context "
-            f"max_length={max_length}: the export does not slide the window like "
-            "run.generate() does"
-        )
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+        raise ZooError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
     line_corpus = run.config.get("corpus_kind") == "lines"
     files = tempfile.TemporaryDirectory(prefix="zoo-tokenizer-")
     run.tokenizer.save(files.name)
@@ -426,6 +480,6 @@ def _warmup_records(tokenizer, max_new_tokens: int) -> list[bytes]:
     return records
 
 
-def warmup_records(run, *, max_new_tokens: int = 64, **_ignored) -> list[bytes]:
+def warmup_records(run, *, max_new_tokens: int = 256, **_ignored) -> list[bytes]:
     """``PredictionLog`` records for ``assets.extra/tf_serving_warmup_requests``."""
     return _warmup_records(run.tokenizer, max_new_tokens)
