@@ -691,17 +691,19 @@ def test_generate_bos_truncation_and_prompt_errors(char_setup):
     )
     with pytest.raises(ZooError, match="'XZ'"):
         generate(model, tokenizer, "abZcX", max_new_tokens=3, jit_compile=False)
-    # max_length 40: a 50-character prompt with 10 new tokens keeps its last 30 characters
+    # max_length 40: a 50-character prompt (longer than the context) conditions on its last
+    # 40 - 40 // 2 = 20 characters (zoo.generation.window)
     long_prompt = ("abcdefgh " * 6)[:50]
     got = generate(model, tokenizer, long_prompt, max_new_tokens=10, jit_compile=False)
     assert got == generate(
-        model, tokenizer, long_prompt[-30:], max_new_tokens=10, jit_compile=False
+        model, tokenizer, long_prompt[-20:], max_new_tokens=10, jit_compile=False
     )
-    # beyond the context (40): rounds of 20 new tokens over a sliding window; the first round
-    # is exactly a plain 20-token continuation
-    longer = generate(model, tokenizer, "ab", max_new_tokens=45, jit_compile=False)
-    first = generate(model, tokenizer, "ab", max_new_tokens=20, jit_compile=False)
-    assert longer.startswith(first) and len(longer) > len(first)
+    # beyond the context (40): the first round fills the window (38 new tokens after "ab"),
+    # later ones slide it by 20; a shorter budget is always a prefix of a longer one
+    longer = generate(model, tokenizer, "ab", max_new_tokens=90, jit_compile=False)
+    first = generate(model, tokenizer, "ab", max_new_tokens=38, jit_compile=False)
+    middle = generate(model, tokenizer, "ab", max_new_tokens=50, jit_compile=False)
+    assert longer.startswith(middle) and middle.startswith(first)
 
 
 @pytest.mark.parametrize(
