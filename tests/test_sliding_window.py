@@ -56,7 +56,7 @@ def test_rounds():
 def test_python_api_slides_like_the_reference(exported):
     run, _ = exported
     got = run.generate(PROMPTS, max_new_tokens=NEW)
-    assert got[1] == reference(run, PROMPTS[1], NEW)  # round 0 keeps 16 of its 70 characters
+    assert got[1] == reference(run, PROMPTS[1], NEW)  # round 0 keeps its last 16 characters
     # the stream gives the same text, greedy and sampled
     assert "".join(run.stream(PROMPTS[0], max_new_tokens=NEW)) == got[0]
     sampled = dict(strategy="sample", temperature=0.9, top_k=20, seed=5)
