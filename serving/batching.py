@@ -39,7 +39,6 @@ import collections
 import dataclasses
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -47,6 +46,10 @@ from typing import Any
 
 import numpy as np
 
+from . import cancellation
+from . import tfserving_protos as protos
+from .cancellation import Cancellation
+from .config import ConfigError
 from .errors import Code, ServingError, from_exception, invalid_argument
 from .observers import notify
 
@@ -54,10 +57,12 @@ __all__ = [
     "BatchScheduler",
     "BatchingParameters",
     "BatchingServable",
+    "PER_MODEL_BATCHING_FILE",
     "QUEUE_FULL_MESSAGE",
     "batching_loader",
     "load_batching_parameters",
     "parse_batching_parameters",
+    "version_batching_parameters",
 ]
 
 log = logging.getLogger("serving")
@@ -95,101 +100,64 @@ class BatchingParameters:
 
 
 # ------------------------------------------------------------------------------------------------
-# text format (BatchingParameters uses google.protobuf.Int64Value wrappers: `name { value: N }`)
+# text format: TF Serving's BatchingParameters message (serving.tfserving_protos), read as TF Serving
+# reads --batching_parameters_file (wrapper fields are written ``max_batch_size { value: 8 }``)
 
-_TOKEN = re.compile(r'\s*(?:(#[^\n]*)|([A-Za-z_][A-Za-z0-9_]*)|(-?\d+)|([{}:])|("[^"]*")|(\S))')
-_INT_FIELDS = {"max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"}
-_IGNORED_INT_FIELDS = {"max_execution_batch_size", "enable_large_batch_splitting"}
-_BOOL_FIELDS = {"pad_variable_length_inputs", "enable_large_batch_splitting"}
+# Parsed and valid, but this scheduler has no use for them (it never splits a request).
+_UNUSED_FIELDS = ("thread_pool_name", "enable_large_batch_splitting", "max_execution_batch_size")
+# --enable_per_model_batching_parameters: the file TF Serving reads from a version directory.
+PER_MODEL_BATCHING_FILE = "batching_params.pbtxt"
 
 
-def _tokens(text: str) -> list[str]:
-    out: list[str] = []
-    pos = 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None or m.end() == pos:
-            break
-        pos = m.end()
-        if m.group(1) is not None:
-            continue
-        if m.group(6) is not None:
-            raise ValueError(f"unexpected character {m.group(6)!r}")
-        token = next(g for g in m.groups()[1:5] if g is not None)
-        out.append(token)
-    return out
+def _from_message(message) -> BatchingParameters:
+    def wrapped(name: str, default: int) -> int:
+        return int(getattr(message, name).value) if message.HasField(name) else default
+
+    for name in _UNUSED_FIELDS:
+        if message.HasField(name):
+            log.warning("batching parameters: field %s is accepted but not used", name)
+    params = BatchingParameters(
+        max_batch_size=wrapped("max_batch_size", 1000),
+        batch_timeout_micros=wrapped("batch_timeout_micros", 0),
+        max_enqueued_batches=wrapped("max_enqueued_batches", 10),
+        num_batch_threads=wrapped("num_batch_threads", 0),
+        allowed_batch_sizes=tuple(int(v) for v in message.allowed_batch_sizes),
+        pad_variable_length_inputs=bool(message.pad_variable_length_inputs),
+    )
+    try:
+        return params.validate()
+    except ValueError as exc:
+        raise ConfigError(f"invalid batching parameters: {exc}") from exc
 
 
 def parse_batching_parameters(text: str) -> BatchingParameters:
-    """Parse a text-format ``BatchingParameters`` message (raises ValueError when malformed)."""
-    tokens = _tokens(text)
-    values: dict[str, Any] = {}
-    sizes: list[int] = []
-    i = 0
+    """Parse a text-format ``tensorflow.serving.BatchingParameters`` message.
 
-    def expect(tok: str) -> None:
-        nonlocal i
-        if i >= len(tokens) or tokens[i] != tok:
-            got = tokens[i] if i < len(tokens) else "end of input"
-            raise ValueError(f"expected {tok!r}, got {got!r}")
-        i += 1
-
-    def integer() -> int:
-        nonlocal i
-        if i >= len(tokens) or not re.fullmatch(r"-?\d+", tokens[i]):
-            raise ValueError(f"expected an integer after {tokens[i - 1]!r}")
-        i += 1
-        return int(tokens[i - 1])
-
-    while i < len(tokens):
-        name = tokens[i]
-        i += 1
-        if name == "allowed_batch_sizes":
-            expect(":")
-            sizes.append(integer())
-        elif name in _INT_FIELDS or name in _IGNORED_INT_FIELDS or name in _BOOL_FIELDS:
-            if i < len(tokens) and tokens[i] == ":":
-                i += 1
-            expect("{")
-            if tokens[i:i + 1] == ["value"]:
-                i += 1
-                expect(":")
-                if i < len(tokens) and tokens[i] in ("true", "false"):
-                    values[name] = tokens[i] == "true"
-                    i += 1
-                else:
-                    values[name] = integer()
-            expect("}")
-        else:
-            # fields we do not use (thread_pool_name, mixed priority options...): skip a value
-            if i < len(tokens) and tokens[i] == ":":
-                i += 2
-            elif i < len(tokens) and tokens[i] == "{":
-                depth = 0
-                while i < len(tokens):
-                    depth += {"{": 1, "}": -1}.get(tokens[i], 0)
-                    i += 1
-                    if depth == 0:
-                        break
-            else:
-                raise ValueError(f"cannot parse field {name!r}")
-            log.warning("batching parameters: field %s is ignored", name)
-    params = BatchingParameters(
-        max_batch_size=int(values.get("max_batch_size", 1000)),
-        batch_timeout_micros=int(values.get("batch_timeout_micros", 0)),
-        max_enqueued_batches=int(values.get("max_enqueued_batches", 10)),
-        num_batch_threads=int(values.get("num_batch_threads", 0)),
-        allowed_batch_sizes=tuple(sizes),
-        pad_variable_length_inputs=bool(values.get("pad_variable_length_inputs", False)),
-    )
-    return params.validate()
+    An unknown field, a bad value or a syntax error raises ConfigError (a ValueError) naming the
+    line and the field, as TF Serving refuses such a file; so do values the scheduler cannot
+    run with (``max_batch_size { value: 0 }``).
+    """
+    return _from_message(protos.parse_text(text, protos.BatchingParameters()))
 
 
 def load_batching_parameters(path: str | None) -> BatchingParameters:
+    """``--batching_parameters_file``: TF Serving's defaults without a path.
+
+    A file that does not parse raises ConfigError ``Invalid protobuf file: '<path>': ...``.
+    """
     if not path:
         return BatchingParameters()
-    with open(path, encoding="utf-8") as f:
-        return parse_batching_parameters(f.read())
+    message = protos.read_text_file(path, protos.BatchingParameters())
+    try:
+        return _from_message(message)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def version_batching_parameters(version_dir: str) -> BatchingParameters | None:
+    """``--enable_per_model_batching_parameters``: the version's ``batching_params.pbtxt``, if any."""
+    path = os.path.join(version_dir, PER_MODEL_BATCHING_FILE)
+    return load_batching_parameters(path) if os.path.isfile(path) else None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -197,7 +165,7 @@ def load_batching_parameters(path: str | None) -> BatchingParameters:
 
 
 class _Task:
-    __slots__ = ("feeds", "size", "enqueued", "done", "result", "error")
+    __slots__ = ("feeds", "size", "enqueued", "done", "result", "error", "batch", "abandoned")
 
     def __init__(self, feeds: dict[str, np.ndarray], size: int):
         self.feeds = feeds
@@ -206,16 +174,20 @@ class _Task:
         self.done = threading.Event()
         self.result: dict[str, np.ndarray] | None = None
         self.error: ServingError | None = None
+        self.batch: _Batch | None = None
+        self.abandoned = False  # its request was cancelled (timeout, deadline, client gone)
 
 
 class _Batch:
-    __slots__ = ("tasks", "size", "deadline", "closed")
+    __slots__ = ("tasks", "size", "deadline", "closed", "running", "cancel")
 
     def __init__(self, deadline: float):
         self.tasks: list[_Task] = []
         self.size = 0
         self.deadline = deadline
         self.closed = False
+        self.running: list[_Task] = []  # the tasks of the model call in progress
+        self.cancel: Cancellation | None = None  # that call's cancellation
 
 
 class _Queue:
@@ -261,12 +233,20 @@ class BatchScheduler:
 
     def submit(self, key: tuple, runner, labels: tuple[str, str], feeds: dict[str, np.ndarray],
                size: int) -> dict[str, np.ndarray]:
-        """Queue one request of ``size`` rows and block until its batch ran; returns its outputs."""
+        """Queue one request of ``size`` rows and block until its batch ran; returns its outputs.
+
+        When the calling request is cancelled (:func:`serving.cancellation.current`) the wait
+        ends at once with its error: a queued task is dropped from its batch, and a running
+        model call is cancelled once every request in it was.
+        """
         params = self.params
         if size > params.max_batch_size:
             raise invalid_argument(
                 f"Task size {size} is larger than maximum input batch size {params.max_batch_size}"
             )
+        token = cancellation.current()
+        if token is not None:
+            token.check()
         task = _Task(feeds, size)
         with self._cond:
             if self._stop:
@@ -286,13 +266,32 @@ class BatchScheduler:
                 queue.batches.append(open_batch)
             open_batch.tasks.append(task)
             open_batch.size += size
+            task.batch = open_batch
             if open_batch.size >= params.max_batch_size:
                 open_batch.closed = True
             self._cond.notify_all()
-        task.done.wait()
+        remove = token.on_cancel(lambda: self._abandon(task, token)) if token is not None else None
+        try:
+            task.done.wait()
+        finally:
+            if remove is not None:
+                remove()
+        if task.abandoned and token is not None and token.error is not None:
+            raise token.error
         if task.error is not None:
             raise task.error
         return task.result or {}
+
+    def _abandon(self, task: _Task, token: Cancellation) -> None:
+        """A request gave up: free its thread; cancel its batch's model call if nobody waits for it."""
+        with self._cond:
+            task.abandoned = True
+            batch = task.batch
+            stop = (batch is not None and batch.cancel is not None and task in batch.running
+                    and all(t.abandoned for t in batch.running))
+        if stop and token.error is not None:
+            batch.cancel.cancel(token.error)
+        task.done.set()
 
     # ---------------------------------------------------------------- batch threads
 
@@ -335,24 +334,30 @@ class BatchScheduler:
             self._run(queue, batch)
 
     def _run(self, queue: _Queue, batch: _Batch) -> None:
-        tasks = batch.tasks
+        with self._cond:  # requests cancelled while queued are left out
+            tasks = batch.running = [t for t in batch.tasks if not t.abandoned]
+            batch.cancel = Cancellation()
+        if not tasks:
+            return
+        size = sum(t.size for t in tasks)
         started = time.monotonic()
-        padded = batch.size
+        padded = size
         for allowed in self.params.allowed_batch_sizes:
-            if allowed >= batch.size:
+            if allowed >= size:
                 padded = allowed
                 break
         try:
             feeds = {}
             for alias in tasks[0].feeds:
                 parts = [t.feeds[alias] for t in tasks]
-                if padded > batch.size:
+                if padded > size:
                     first = parts[0][:1]
-                    parts.append(np.repeat(first, padded - batch.size, axis=0))
+                    parts.append(np.repeat(first, padded - size, axis=0))
                 feeds[alias] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
             with self._cond:
                 self.model_calls += 1
-            outputs = queue.runner(feeds)
+            with cancellation.scope(batch.cancel):
+                outputs = queue.runner(feeds)
             arrays = {}
             for alias, value in outputs.items():
                 arr = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
@@ -377,7 +382,7 @@ class BatchScheduler:
             for task in tasks:
                 task.done.set()
         queuing = [started - t.enqueued for t in tasks]
-        notify(self.observers, queue.labels[0], queue.labels[1], batch.size, padded, queuing, what="batch observer")
+        notify(self.observers, queue.labels[0], queue.labels[1], size, padded, queuing, what="batch observer")
 
 
 # ------------------------------------------------------------------------------------------------

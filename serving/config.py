@@ -1,11 +1,21 @@
 """Server configuration: tensorflow_model_server's flags and its text-format ModelServerConfig.
 
-``parse_args(argv)`` accepts the flags a TF Serving deployment already passes
-(``--port``, ``--rest_api_port``, ``--model_name``, ``--model_base_path``,
-``--model_config_file``, ``--file_system_poll_wait_seconds``, ...), in both ``--flag=value`` and
-``--flag value`` spellings, and returns a :class:`ServerConfig`.  A model config file is parsed
-with the protos of the ``tensorflow-serving-api`` package, so any file TF Serving accepts parses
-the same way here.
+``parse_args(argv)`` accepts every flag of tensorflow_model_server 2.21 (:data:`FLAGS`, with TF
+Serving's defaults), in the ``--flag=value`` and ``--flag value`` spellings (booleans also bare,
+``--flag``), plus a few of the zoo's own, and returns a :class:`ServerConfig`; an unknown flag is
+an error naming it.  Each flag is one of:
+
+* ``honoured``: it does here what it does in TF Serving;
+* ``ignored``: accepted so that scripts written for tensorflow_model_server run unchanged, but it
+  cannot apply to this server (TPU, TFLite, ALTS, ...); :func:`ignored_flags` names those set to
+  a value other than their default, for the one warning line the server logs at startup;
+* ``zoo``: an extension of this server (``--host``, request limits).
+
+Ports follow TF Serving: ``--rest_api_port=0`` turns REST off and ``--port=0`` turns gRPC off
+(both off is an error, unless ``--grpc_socket_path`` serves gRPC); :data:`ANY_PORT` (-1) binds
+any free port, the zoo's addition for tests and notebooks.  A model config file is parsed with
+the protos of the ``tensorflow-serving-api`` package, so any file TF Serving accepts parses the
+same way here.
 """
 
 from __future__ import annotations
@@ -17,20 +27,30 @@ import re
 
 __all__ = [
     "ANY_PORT",
+    "FLAGS",
     "ConfigError",
+    "Flag",
     "ModelConfig",
     "ServerConfig",
     "VersionPolicy",
     "build_arg_parser",
+    "check_flags",
+    "config_from_flags",
+    "ignored_flags",
     "load_model_config_file",
     "parse_args",
+    "parse_flags",
+    "parse_grpc_channel_arguments",
     "parse_model_server_config",
+    "resolve_models",
     "validate_model_name",
 ]
 
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 # A zoo extension for tests and notebooks: bind any free port (the bound one is reported).
 ANY_PORT = -1
+# TF Serving's port::NumSchedulableCPUs(), the default of --num_tflite_pools.
+_CPUS = os.cpu_count() or 1
 
 
 class ConfigError(ValueError):
@@ -70,32 +90,69 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class ServerConfig:
-    """Everything the server needs; field names follow tensorflow_model_server's flags."""
+    """Everything the server needs; field names and defaults are tensorflow_model_server's flags.
+
+    Two defaults differ on purpose: ``rest_api_port`` is 8501 (as in TF Serving's Docker image;
+    the binary's own default, 0, leaves REST off) and ``file_system_poll_wait_seconds`` takes
+    fractions.  A thread count of 0 means TF Serving's automatic choice.
+    """
 
     models: list[ModelConfig] = dataclasses.field(default_factory=list)
-    port: int = 8500
-    rest_api_port: int = 8501
-    host: str = "127.0.0.1"
+    # gRPC and REST front ends
+    port: int = 8500  # 0: no gRPC; ANY_PORT: any free port
+    grpc_socket_path: str = ""
+    rest_api_port: int = 8501  # 0: no REST; ANY_PORT: any free port
+    rest_api_num_threads: int = 0  # 0: 4 x the CPU count
+    rest_api_timeout_in_ms: int = 30000
+    rest_api_enable_cors_support: bool = False
+    grpc_channel_arguments: str = ""  # "key=value,key=value"
+    grpc_max_threads: int = 0  # 0: 4 x the CPU count
+    ssl_config_file: str = ""
+    enable_grpc_healthcheck_service: bool = False
+    use_alts_credentials: bool = False
+    enable_serialization_as_tensor_content: bool = False
+    # models and their lifecycle
     model_name: str = "default"
     model_base_path: str = ""
     model_config_file: str = ""
     model_config_file_poll_wait_seconds: int = 0
     file_system_poll_wait_seconds: float = 1.0
-    rest_api_timeout_in_ms: int = 30000
-    rest_api_num_threads: int = 0
-    rest_api_enable_cors_support: bool = False
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    flush_filesystem_caches: bool = True
+    num_load_threads: int = 0
+    num_unload_threads: int = 0
     max_num_load_retries: int = 5
     load_retry_interval_micros: int = 60 * 1000 * 1000
-    num_load_threads: int = 0
-    enable_model_warmup: bool = True
     allow_version_labels_for_unavailable_models: bool = False
-    # Accepted and stored; implemented by later front ends (batching, monitoring).
+    saved_model_tags: str = "serve"
+    enable_model_warmup: bool = True
+    num_request_iterations_for_warmup: int = 0  # used when > 0
+    enable_signature_method_name_check: bool = False
+    remove_unused_fields_from_bundle_metagraph: bool = True
+    platform_config_file: str = ""
+    # batching and monitoring
     enable_batching: bool = False
     batching_parameters_file: str = ""
     enable_per_model_batching_parameters: bool = False
     monitoring_config_file: str = ""
-    grpc_max_threads: int = 0
+    enable_profiler: bool = True
+    # the TensorFlow runtime
+    tensorflow_session_parallelism: int = 0
+    tensorflow_session_config_file: str = ""
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    per_process_gpu_memory_fraction: float = 0.0
+    xla_cpu_compilation_enabled: bool = False
+    xla_gpu_compilation_enabled: bool = False
+    mixed_precision: str = ""
+    thread_pool_factory_config_file: str = ""
+    # TPU and TFLite
+    skip_initialize_tpu: bool = False
+    prefer_tflite_model: bool = False
+    num_tflite_pools: int = _CPUS
+    num_tflite_interpreters_per_pool: int = 1
+    # the zoo's own
+    host: str = "127.0.0.1"
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     # Limits on zoo LM requests (serving.predict.RequestLimits); <= 0 means: none / the export's bound.
     max_prompt_bytes: int = 16384
     max_new_tokens_limit: int = 0
@@ -112,7 +169,23 @@ class ServerConfig:
 
     @property
     def load_threads(self) -> int:
+        """Parallel loads: ``--num_load_threads``, at least one (TF Serving's 0 loads serially)."""
         return self.num_load_threads if self.num_load_threads > 0 else 1
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """``--saved_model_tags`` as TF Serving splits it: the MetaGraph to load has these tags."""
+        return tuple(tag.strip() for tag in self.saved_model_tags.split(",") if tag.strip())
+
+    @property
+    def rest_enabled(self) -> bool:
+        """False when ``--rest_api_port=0`` turns REST off."""
+        return self.rest_api_port != 0
+
+    @property
+    def grpc_enabled(self) -> bool:
+        """False when ``--port=0`` and no ``--grpc_socket_path`` leave gRPC off."""
+        return self.port != 0 or bool(self.grpc_socket_path)
 
 
 _BAD_NAME_CHARS = re.compile(r"[/\\\x00]")
@@ -206,12 +279,111 @@ def _labels_from_proto(name: str, entry) -> dict[str, int]:
 
 
 def load_model_config_file(path: str) -> list[ModelConfig]:
+    """Read and parse a ``--model_config_file``."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as exc:
         raise ConfigError(f"cannot read model config file {path!r}: {exc}") from exc
     return parse_model_server_config(text)
+
+
+# ------------------------------------------------------------------------------------------------
+# the command line
+
+HONOURED, IGNORED, ZOO = "honoured", "ignored", "zoo"
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """One command-line flag: its name (a ServerConfig field unless noted), support and help."""
+
+    name: str
+    support: str  # HONOURED, IGNORED or ZOO
+    help: str
+
+    @property
+    def default(self):
+        """TF Serving's default (the ServerConfig field's); ``--version`` defaults to False."""
+        if self.name == "version":
+            return False
+        return _FIELD_DEFAULTS[self.name]
+
+
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ServerConfig)
+                   if f.default is not dataclasses.MISSING}
+
+# tensorflow_model_server 2.21's flags in its order (main.cc), then the zoo's.
+FLAGS: tuple[Flag, ...] = (
+    Flag("port", HONOURED, "gRPC port (PredictionService, ModelService); 0 turns gRPC off, -1 binds any free port"),
+    Flag("grpc_socket_path", HONOURED, "also serve gRPC on this UNIX socket"),
+    Flag("rest_api_port", HONOURED, "REST port; 0 turns REST off, -1 binds any free port "
+                                    "(default 8501, as TF Serving's Docker image; the binary's is 0)"),
+    Flag("rest_api_num_threads", HONOURED, "threads for REST calls (0: 4 x the CPU count)"),
+    Flag("rest_api_timeout_in_ms", HONOURED, "REST call timeout; a slower call gets 504"),
+    Flag("rest_api_enable_cors_support", HONOURED, "add CORS headers to REST responses"),
+    Flag("enable_batching", HONOURED, "merge concurrent requests into batches"),
+    Flag("allow_version_labels_for_unavailable_models", HONOURED,
+         "let a version label name a version that is not loaded yet"),
+    Flag("batching_parameters_file", HONOURED, "text-format BatchingParameters (needs --enable_batching)"),
+    Flag("enable_per_model_batching_parameters", HONOURED,
+         "read batching_params.pbtxt from each version directory (with --enable_batching)"),
+    Flag("model_config_file", HONOURED, "text-format ModelServerConfig listing the models"),
+    Flag("model_config_file_poll_wait_seconds", HONOURED, "re-read --model_config_file every N seconds (0: once)"),
+    Flag("model_name", HONOURED, "name of the model served from --model_base_path"),
+    Flag("model_base_path", HONOURED, "directory holding the model's numbered version directories"),
+    Flag("num_load_threads", HONOURED, "threads loading versions (0: one)"),
+    Flag("num_unload_threads", HONOURED, "threads dropping unloaded versions' last reference (0: the manager's thread)"),
+    Flag("max_num_load_retries", HONOURED, "retries after a failed load"),
+    Flag("load_retry_interval_micros", HONOURED, "wait between load retries"),
+    Flag("file_system_poll_wait_seconds", HONOURED,
+         "seconds between polls of each base path (0: poll once, <0: never)"),
+    Flag("flush_filesystem_caches", IGNORED, "no file-system cache to flush here"),
+    Flag("tensorflow_session_parallelism", HONOURED,
+         "intra- and inter-op threads (0: automatic); unused when either flag below is set "
+                                                      "(all three set is an error)"),
+    Flag("tensorflow_session_config_file", HONOURED,
+         "text-format ConfigProto: its thread counts and GPU options (flags override them)"),
+    Flag("tensorflow_intra_op_parallelism", HONOURED, "threads within one op (0: automatic)"),
+    Flag("tensorflow_inter_op_parallelism", HONOURED, "ops run at once (0: automatic)"),
+    Flag("use_alts_credentials", IGNORED, "Google ALTS is not available here"),
+    Flag("ssl_config_file", HONOURED, "text-format SSLConfig: serve gRPC over TLS"),
+    Flag("platform_config_file", IGNORED, "only the TensorFlow platform exists here"),
+    Flag("per_process_gpu_memory_fraction", HONOURED,
+         "memory limit on each visible GPU as a fraction of its memory (0: TensorFlow decides)"),
+    Flag("saved_model_tags", HONOURED, "comma-separated tags of the MetaGraph to load (its tag set must equal them)"),
+    Flag("grpc_channel_arguments", HONOURED,
+         "comma-separated key=value gRPC server arguments (integers passed as integers)"),
+    Flag("grpc_max_threads", HONOURED, "threads for gRPC calls (0: 4 x the CPU count)"),
+    Flag("enable_model_warmup", HONOURED, "replay assets.extra/tf_serving_warmup_requests before serving"),
+    Flag("num_request_iterations_for_warmup", HONOURED, "replay each warm-up record N times (when > 0)"),
+    Flag("version", HONOURED, "print the versions and exit"),
+    Flag("monitoring_config_file", HONOURED, "text-format MonitoringConfig (Prometheus metrics page)"),
+    Flag("remove_unused_fields_from_bundle_metagraph", IGNORED, "the MetaGraph is kept whole here"),
+    Flag("prefer_tflite_model", IGNORED, "SavedModels only; no TFLite runtime"),
+    Flag("num_tflite_pools", IGNORED, "no TFLite runtime"),
+    Flag("num_tflite_interpreters_per_pool", IGNORED, "no TFLite runtime"),
+    Flag("enable_signature_method_name_check", IGNORED,
+         "method names of classify/regress signatures are always checked here"),
+    Flag("xla_cpu_compilation_enabled", IGNORED, "XLA JIT is left to the SavedModel"),
+    Flag("xla_gpu_compilation_enabled", IGNORED, "XLA JIT is left to the SavedModel"),
+    Flag("enable_profiler", IGNORED, "no profiler service here"),
+    Flag("thread_pool_factory_config_file", IGNORED, "no custom thread pools"),
+    Flag("mixed_precision", IGNORED, "precision is the export's"),
+    Flag("skip_initialize_tpu", IGNORED, "no TPU support"),
+    Flag("enable_grpc_healthcheck_service", HONOURED, "serve grpc.health.v1.Health"),
+    Flag("enable_serialization_as_tensor_content", IGNORED,
+         "Predict outputs are always written as typed value fields"),
+    Flag("host", ZOO, "address to bind (default 127.0.0.1)"),
+    Flag("max_request_bytes", ZOO, "largest request body accepted (after gzip decoding); larger ones get 400"),
+    Flag("max_prompt_bytes", ZOO, "longest string input (prompt, text) of a zoo LM export, in UTF-8 bytes; "
+                                  "longer ones get 400 / INVALID_ARGUMENT (0: no limit)"),
+    Flag("max_new_tokens_limit", ZOO, "largest max_new_tokens a request may ask a zoo LM export for; larger "
+                                      "ones get 400 / INVALID_ARGUMENT (0: the export's own max_new_tokens)"),
+    Flag("max_batch_rows", ZOO, "most rows one request to a zoo LM export may carry (0: no limit)"),
+    Flag("max_tokens_per_request", ZOO, "rows x max_new_tokens budget of one request to a zoo LM export "
+                                        "(0: none)"),
+)
 
 
 def _bool(text: str) -> bool:
@@ -224,81 +396,111 @@ def _bool(text: str) -> bool:
 
 
 def build_arg_parser(prog: str = "zoo serve") -> argparse.ArgumentParser:
+    """The parser of :data:`FLAGS`: typed from the defaults; no abbreviations (TF Serving has none)."""
     p = argparse.ArgumentParser(
         prog=prog,
-        description="Serve SavedModels with TensorFlow Serving's REST API (drop-in for tensorflow_model_server).",
+        usage="%(prog)s [--flag=value ...]  (tensorflow_model_server's flags; listed below)",
+        description="Serve SavedModels with TensorFlow Serving's REST and gRPC APIs "
+                    "(drop-in for tensorflow_model_server 2.21: it takes the same flags).",
+        allow_abbrev=False,
     )
-    d = ServerConfig()
-    p.add_argument("--port", type=int, default=d.port, help="gRPC port (PredictionService and ModelService); 0 picks a free port")
-    p.add_argument("--rest_api_port", type=int, default=d.rest_api_port, help="REST port; 0 picks a free port")
-    p.add_argument("--host", default=d.host, help="address to bind (default 127.0.0.1)")
-    p.add_argument("--model_name", default=None, help="name of the model when --model_base_path is used")
-    p.add_argument("--model_base_path", default="", help="directory holding numbered version directories")
-    p.add_argument("--model_config_file", default="", help="text-format ModelServerConfig")
-    p.add_argument("--model_config_file_poll_wait_seconds", type=int, default=0,
-                   help="re-read --model_config_file every N seconds (0: read once)")
-    p.add_argument("--file_system_poll_wait_seconds", type=float, default=d.file_system_poll_wait_seconds,
-                   help="seconds between polls of each base path (0: poll once, <0: never)")
-    p.add_argument("--rest_api_timeout_in_ms", type=int, default=d.rest_api_timeout_in_ms)
-    p.add_argument("--rest_api_num_threads", type=int, default=0)
-    p.add_argument("--rest_api_enable_cors_support", type=_bool, nargs="?", const=True, default=False)
-    p.add_argument("--max_request_bytes", type=int, default=d.max_request_bytes,
-                   help="largest request body accepted (after gzip decoding); larger ones get 400")
-    p.add_argument("--max_num_load_retries", type=int, default=d.max_num_load_retries)
-    p.add_argument("--load_retry_interval_micros", type=int, default=d.load_retry_interval_micros)
-    p.add_argument("--num_load_threads", type=int, default=0)
-    p.add_argument("--enable_model_warmup", type=_bool, nargs="?", const=True, default=True)
-    p.add_argument("--allow_version_labels_for_unavailable_models", type=_bool, nargs="?", const=True,
-                   default=False)
-    p.add_argument("--enable_batching", type=_bool, nargs="?", const=True, default=False)
-    p.add_argument("--batching_parameters_file", default="")
-    p.add_argument("--enable_per_model_batching_parameters", type=_bool, nargs="?", const=True, default=False)
-    p.add_argument("--monitoring_config_file", default="")
-    p.add_argument("--grpc_max_threads", type=int, default=0)
-    p.add_argument("--max_prompt_bytes", type=int, default=d.max_prompt_bytes,
-                   help="longest string input (prompt, text) of a zoo LM export, in UTF-8 bytes; longer "
-                        "ones get 400 / INVALID_ARGUMENT (0: no limit)")
-    p.add_argument("--max_new_tokens_limit", type=int, default=d.max_new_tokens_limit,
-                   help="largest max_new_tokens a request may ask a zoo LM export for; larger ones get 400 / "
-                        "INVALID_ARGUMENT (0, the default: the export's own max_new_tokens)")
+    for flag in FLAGS:
+        default = flag.default
+        shown = f"{flag.help} (default: {default!r})"
+        if isinstance(default, bool):
+            p.add_argument(f"--{flag.name}", type=_bool, nargs="?", const=True, default=default,
+                           metavar="true|false", help=shown)
+        else:
+            p.add_argument(f"--{flag.name}", type=type(default), default=default, help=shown)
     return p
+
+
+def parse_flags(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; an unknown flag or a bad value exits with status 2, naming it."""
+    return build_arg_parser().parse_args(argv)
+
+
+def config_from_flags(ns: argparse.Namespace) -> ServerConfig:
+    """The ServerConfig of parsed flags, models resolved (ConfigError for an unusable combination)."""
+    values = {f.name: getattr(ns, f.name) for f in FLAGS if f.name != "version"}
+    values["model_name"] = values["model_name"] or "default"
+    return resolve_models(ServerConfig(**values))
 
 
 def parse_args(argv: list[str] | None = None) -> ServerConfig:
     """Parse flags into a ServerConfig (raises ConfigError for an unusable combination)."""
-    ns = build_arg_parser().parse_args(argv)
-    cfg = ServerConfig(
-        port=ns.port,
-        rest_api_port=ns.rest_api_port,
-        host=ns.host,
-        model_name=ns.model_name or "default",
-        model_base_path=ns.model_base_path,
-        model_config_file=ns.model_config_file,
-        model_config_file_poll_wait_seconds=ns.model_config_file_poll_wait_seconds,
-        file_system_poll_wait_seconds=ns.file_system_poll_wait_seconds,
-        rest_api_timeout_in_ms=ns.rest_api_timeout_in_ms,
-        rest_api_num_threads=ns.rest_api_num_threads,
-        rest_api_enable_cors_support=ns.rest_api_enable_cors_support,
-        max_request_bytes=ns.max_request_bytes,
-        max_num_load_retries=ns.max_num_load_retries,
-        load_retry_interval_micros=ns.load_retry_interval_micros,
-        num_load_threads=ns.num_load_threads,
-        enable_model_warmup=ns.enable_model_warmup,
-        allow_version_labels_for_unavailable_models=ns.allow_version_labels_for_unavailable_models,
-        enable_batching=ns.enable_batching,
-        batching_parameters_file=ns.batching_parameters_file,
-        enable_per_model_batching_parameters=ns.enable_per_model_batching_parameters,
-        monitoring_config_file=ns.monitoring_config_file,
-        grpc_max_threads=ns.grpc_max_threads,
-        max_prompt_bytes=ns.max_prompt_bytes,
-        max_new_tokens_limit=ns.max_new_tokens_limit,
-    )
-    resolve_models(cfg)
+    return config_from_flags(parse_flags(argv))
+
+
+def ignored_flags(cfg: ServerConfig) -> list[str]:
+    """``--name=value`` of every flag that cannot apply here and is not at its default."""
+    out = []
+    for flag in FLAGS:
+        if flag.support == IGNORED and getattr(cfg, flag.name) != flag.default:
+            value = getattr(cfg, flag.name)
+            out.append(f"--{flag.name}={str(value).lower() if isinstance(value, bool) else value}")
+    return out
+
+
+_INT32 = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_grpc_channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """``--grpc_channel_arguments``: ``k=v,k=v``; a value that is an int32 is passed as an int.
+
+    As TF Serving's ``parseGrpcChannelArgs``: split on ``,`` then on ``=``; an entry without
+    ``=`` is an error here (TF Serving crashes on it).
+    """
+    out: list[tuple[str, int | str]] = []
+    for entry in text.split(","):
+        if not entry.strip():
+            continue
+        key, sep, value = entry.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--grpc_channel_arguments: expected key=value, got {entry!r}")
+        value = value.strip()
+        if _INT32.fullmatch(value) and -(2**31) <= int(value) < 2**31:
+            out.append((key.strip(), int(value)))
+        else:
+            out.append((key.strip(), value))
+    return out
+
+
+def check_flags(cfg: ServerConfig) -> ServerConfig:
+    """Refuse combinations TF Serving refuses (and the zoo's own impossible ones)."""
+    if cfg.max_request_bytes <= 0:
+        raise ConfigError("--max_request_bytes must be positive")
+    for name in ("port", "rest_api_port"):
+        value = getattr(cfg, name)
+        if value < ANY_PORT or value > 65535:
+            raise ConfigError(f"--{name} must be in 0..65535 (0: off; or -1: any free port), got {value}")
+    if not cfg.rest_enabled and not cfg.grpc_enabled:
+        raise ConfigError("--port=0 and --rest_api_port=0 turn off both gRPC and REST: nothing would "
+                          "serve (give one of them a port, or --grpc_socket_path)")
+    if cfg.rest_api_port > 0 and cfg.rest_api_port == cfg.port:
+        raise ConfigError("Server options: http_port cannot be same as grpc_port. Please use a different "
+                          "port for HTTP/REST API. Skipped exporting HTTP/REST API.")
+    if cfg.batching_parameters_file and not cfg.enable_batching:
+        raise ConfigError("server_options.batching_parameters_file is set without setting "
+                          "server_options.enable_batching to true.")
+    parallelism = (cfg.tensorflow_intra_op_parallelism, cfg.tensorflow_inter_op_parallelism,
+                   cfg.tensorflow_session_parallelism)
+    if all(n > 0 for n in parallelism):
+        raise ConfigError("Either configure server_options.tensorflow_session_parallelism or "
+                          "(server_options.tensorflow_intra_op_parallelism, "
+                          "server_options.tensorflow_inter_op_parallelism) separately. "
+                          "You cannot configure all.")
+    if not 0.0 <= cfg.per_process_gpu_memory_fraction <= 1.0:
+        raise ConfigError("--per_process_gpu_memory_fraction must be between 0.0 and 1.0")
+    if not cfg.tags:
+        raise ConfigError("--saved_model_tags must name at least one tag")
+    parse_grpc_channel_arguments(cfg.grpc_channel_arguments)
     return cfg
 
 
 def resolve_models(cfg: ServerConfig) -> ServerConfig:
-    """Fill ``cfg.models`` from either --model_config_file or --model_name/--model_base_path."""
+    """Check the flags, then fill ``cfg.models`` from --model_config_file or --model_base_path."""
+    check_flags(cfg)
     if cfg.models:
         return cfg
     if cfg.model_config_file and cfg.model_base_path:
@@ -310,11 +512,4 @@ def resolve_models(cfg: ServerConfig) -> ServerConfig:
         cfg.models = [ModelConfig(name=name, base_path=_validate_base_path(name, cfg.model_base_path))]
     else:
         raise ConfigError("either --model_base_path or --model_config_file must be set")
-    if cfg.max_request_bytes <= 0:
-        raise ConfigError("--max_request_bytes must be positive")
-    if cfg.rest_api_port < ANY_PORT or cfg.rest_api_port > 65535:
-        raise ConfigError("--rest_api_port must be in 0..65535 (or -1: any free port)")
-    if cfg.rest_api_port and cfg.rest_api_port == cfg.port:
-        raise ConfigError("Server options: http_port cannot be same as grpc_port. Please use a different "
-                          "port for HTTP/REST API. Skipped exporting HTTP/REST API.")
     return cfg

@@ -13,6 +13,7 @@ service's name and method, the message size limit) live in :mod:`zoo.export_cont
   (grpc_status_util.cc).
 * :class:`ServicerBase`: servable lookup by ``ModelSpec`` and the report of each RPC
   (:class:`GrpcRequestRecord`) to the server's observers.
+* :func:`rpc_cancellation`: a request's cancellation, tied to the RPC's deadline and cancel.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .cancellation import Cancellation
 from .errors import Code, ServingError, invalid_argument
 from .observers import notify
 
@@ -43,6 +45,7 @@ __all__ = [
     "ServicerBase",
     "ndarray_to_tensor_proto",
     "require_spec",
+    "rpc_cancellation",
     "tensor_proto_to_ndarray",
     "truncate_message",
 ]
@@ -211,6 +214,30 @@ class GrpcRequestRecord:
 
 
 Observer = Callable[[GrpcRequestRecord], None]
+
+
+def rpc_cancellation(context: Any) -> Cancellation:
+    """A :class:`~serving.cancellation.Cancellation` cancelled when the RPC ends early.
+
+    gRPC calls back when the RPC terminates: at the client's deadline (DEADLINE_EXCEEDED),
+    when the client cancels or goes away (CANCELLED), and after a normal end (when nothing
+    runs any more).  TF Serving passes the deadline to the session run as its timeout; here
+    the running signature is cancelled, a decoding loop included, and the thread is free.
+    """
+    token = Cancellation()
+    if context is None:
+        return token
+
+    def ended() -> None:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            token.cancel(ServingError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+        else:
+            token.cancel(ServingError(Code.CANCELLED, "Cancelled: the RPC ended before the call finished"))
+
+    if not context.add_callback(ended):  # the RPC has ended already
+        ended()
+    return token
 
 
 def require_spec(request: Any) -> None:

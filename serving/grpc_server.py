@@ -17,7 +17,11 @@ Beside them, the project's own ``zoo.serving.GenerationService.GenerateStream`` 
 streaming, stock ``PredictRequest`` in, one ``PredictResponse`` per token out; see
 :mod:`serving.grpc_streaming` and ``serving/protos/zoo_generation.proto``).  ``limits`` (a
 :class:`serving.predict.RequestLimits`) bounds requests to zoo LM exports in Predict and
-GenerateStream.
+GenerateStream (prompt bytes, ``max_new_tokens``, rows, rows x new tokens, sampling settings),
+before any model work.  An RPC past its deadline, or cancelled by its client, cancels the
+model call it runs (:mod:`serving.cancellation`): the signature stops at its next step, a
+decoding loop included, and the worker thread is free again.  Each RPC is reported to
+``GrpcServer.observers`` (:class:`serving.grpc_common.GrpcRequestRecord`; the metrics).
 
 Errors carry TF Serving's canonical codes and texts (shared with the REST front end through
 :mod:`serving.predict` and :class:`serving.manager.ServableManager`); a message longer than 1024
@@ -67,6 +71,7 @@ from zoo.export_contract import (
     SIGNATURE_DEF_FIELD,
 )
 
+from .cancellation import scope as cancellation_scope
 from .config import ConfigError, ModelConfig, parse_model_server_config
 from .errors import Code, ServingError, from_exception, invalid_argument
 from .grpc_common import (
@@ -74,6 +79,7 @@ from .grpc_common import (
     ServicerBase,
     ndarray_to_tensor_proto,
     require_spec,
+    rpc_cancellation,
     tensor_proto_to_ndarray,
     truncate_message,
 )
@@ -127,7 +133,10 @@ def _model_name_of(request) -> str:
 
 
 def _rpc(api: str):
-    """Run a handler; turn ServingError (and anything else) into a gRPC status, report to observers."""
+    """Run a handler; turn ServingError (and anything else) into a gRPC status, report to observers.
+
+    The handler's model calls stop when the RPC passes its deadline or is cancelled
+    (:func:`serving.grpc_common.rpc_cancellation`)."""
 
     def wrap(fn):
         @functools.wraps(fn)
@@ -136,7 +145,8 @@ def _rpc(api: str):
             error: ServingError | None = None
             response = None
             try:
-                response = fn(self, request, context)
+                with cancellation_scope(rpc_cancellation(context)):
+                    response = fn(self, request, context)
             except ServingError as exc:
                 error = exc
             except RecursionError:
@@ -372,23 +382,38 @@ def default_max_threads() -> int:
 
 
 class GrpcServer:
-    """A ``grpc.server`` with both services, bound to ``host:port`` (0 picks a free port)."""
+    """A ``grpc.server`` with both services, bound to ``host:port`` (0 picks a free port).
+
+    ``port=None`` binds no TCP port (gRPC then only on ``socket_path``, a UNIX socket, as
+    ``--grpc_socket_path``); ``credentials`` (``grpc.ssl_server_credentials``) serves both over
+    TLS; ``health_check`` adds the standard ``grpc.health.v1.Health`` service, answering SERVING
+    for the server ("") and each service; ``options`` are extra channel arguments.
+    """
 
     def __init__(
         self,
         manager: ServableManager,
         *,
         host: str = "127.0.0.1",
-        port: int = 0,
+        port: int | None = 0,
         max_threads: int = 0,
         reload_config: ReloadFn | None = None,
         reload_wait_s: float = DEFAULT_RELOAD_WAIT_S,
         options: Sequence[tuple[str, object]] = (),
         limits: RequestLimits | None = None,
+        socket_path: str = "",
+        credentials: grpc.ServerCredentials | None = None,
+        health_check: bool = False,
     ):
+        if port is None and not socket_path:
+            raise ValueError("GrpcServer needs a port or a socket_path")
         self.manager = manager
         self.host = host
-        self.requested_port = int(port)
+        self.requested_port = None if port is None else int(port)
+        self.socket_path = socket_path
+        self.credentials = credentials
+        self.health_check = health_check
+        self.health = None  # grpc_health.v1.health.HealthServicer once started with health_check
         self.max_threads = max_threads if max_threads and max_threads > 0 else default_max_threads()
         self.observers: list[Observer] = []
         self.prediction = PredictionServicer(manager, self.observers)
@@ -408,9 +433,11 @@ class GrpcServer:
 
     @property
     def target(self) -> str:
-        """``host:port`` of the started server (IPv6 hosts in brackets)."""
-        if self.port is None:
+        """``host:port`` of the started server (IPv6 hosts in brackets), else ``unix:<path>``."""
+        if self._server is None:
             raise RuntimeError("the gRPC server is not started")
+        if self.port is None:
+            return f"unix:{self.socket_path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
@@ -421,31 +448,55 @@ class GrpcServer:
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(self.prediction, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(self.model, server)
         server.add_generic_rpc_handlers((self.generation.handler(),))
+        if self.health_check:
+            self.health = _add_health_service(server)
         host = f"[{self.host}]" if ":" in self.host else self.host
-        address = f"{host}:{self.requested_port}"
-        try:
-            port = server.add_insecure_port(address)
-        except RuntimeError as exc:
-            port = 0
-            reason = str(exc)
-        else:
-            reason = "address in use or not available"
-        if not port:
-            server.stop(None)
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
-            raise OSError(f"cannot bind the gRPC server to {address}: {reason}")
+        addresses = [] if self.requested_port is None else [f"{host}:{self.requested_port}"]
+        if self.socket_path:
+            addresses.append(f"unix:{self.socket_path}")
+        ports = []
+        for address in addresses:
+            try:
+                if self.credentials is not None:
+                    port = server.add_secure_port(address, self.credentials)
+                else:
+                    port = server.add_insecure_port(address)
+            except RuntimeError as exc:
+                port, reason = 0, str(exc)
+            else:
+                reason = "address in use or not available"
+            if not port:
+                server.stop(None)
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+                raise OSError(f"cannot bind the gRPC server to {address}: {reason}")
+            ports.append(port)
         server.start()
         self._server = server
-        self.port = port
-        log.info("gRPC API at %s", self.target)
+        self.port = ports[0] if self.requested_port is not None else None
+        log.info("gRPC API at %s%s", self.target,
+                 f" and unix:{self.socket_path}" if self.socket_path and self.port is not None else "")
         return self
 
     def stop(self, grace: float | None = 2.0) -> None:
         """Stop accepting RPCs; let running ones finish for up to ``grace`` seconds. Safe twice."""
         if self._server is not None:
+            if self.health is not None:
+                self.health.enter_graceful_shutdown()  # health checks answer NOT_SERVING from now
             self._server.stop(grace).wait(timeout=(grace or 0) + 5)
             self._server = None
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+
+def _add_health_service(server: grpc.Server):
+    """``--enable_grpc_healthcheck_service``: grpc.health.v1.Health, SERVING for "" and each service."""
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    serving = health_pb2.HealthCheckResponse.SERVING
+    for service in ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"):
+        servicer.set(service, serving)
+    return servicer

@@ -28,7 +28,10 @@ missing ``model_spec``/``prompt``, an unknown input, a badly typed or sized one,
 passed (``--max_prompt_bytes``, ``--max_new_tokens_limit``), FAILED_PRECONDITION when the
 servable has no streaming signatures (``stream_start``, ``stream_step``, ``detokenize``:
 export with ``export.saved_model(..., streaming=True)``).  An error in the middle of a stream
-ends it with that error's status.  A client that cancels stops the decoding at the next token.
+ends it with that error's status.  A client that cancels, or a deadline that passes, cancels
+the model step in progress and ends the decoding (:func:`serving.grpc_common.rpc_cancellation`).
+Sampling settings out of range (NaN, inf or negative ``temperature``, ``top_p`` outside
+``(0, 1]``, negative ``top_k``) and ``--max_tokens_per_request`` are INVALID_ARGUMENT too.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from .grpc_common import (
     ServicerBase,
     ndarray_to_tensor_proto,
     require_spec,
+    rpc_cancellation,
     tensor_proto_to_ndarray,
     truncate_message,
 )
@@ -166,7 +170,7 @@ class GenerationServicer(ServicerBase):
         events = None
         try:
             servable, params = self.prepare(request)
-            events = stream_events(servable, params)
+            events = stream_events(servable, params, rpc_cancellation(context))
             for event, data in events:
                 if event == "done":
                     break

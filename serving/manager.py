@@ -100,6 +100,10 @@ class ServableManager:
         enable_warmup: replay ``assets.extra/tf_serving_warmup_requests`` before AVAILABLE.
         allow_version_labels_for_unavailable_models: a label may name a version not yet loaded.
         load_threads: parallel loads.
+        unload_threads: threads that release unloaded versions (TF Serving's
+            ``--num_unload_threads``); 0 releases them on the manager thread.
+        warmup_iterations: replay each warm-up record this many times (TF Serving's
+            ``--num_request_iterations_for_warmup``; used when > 0, else once).
         loader: ``(name, version, path, base_path) -> Servable`` (tests may inject one).
     """
 
@@ -113,6 +117,8 @@ class ServableManager:
         enable_warmup: bool = True,
         allow_version_labels_for_unavailable_models: bool = False,
         load_threads: int = 1,
+        unload_threads: int = 0,
+        warmup_iterations: int = 0,
         loader: Loader | None = None,
     ):
         self._lock = threading.RLock()
@@ -124,9 +130,14 @@ class ServableManager:
         self._max_retries = max(0, int(max_num_load_retries))
         self._retry_interval = max(0.0, float(load_retry_interval_s))
         self._warmup = bool(enable_warmup)
+        self._warmup_iterations = max(1, int(warmup_iterations))
         self._allow_unavailable_labels = bool(allow_version_labels_for_unavailable_models)
         self._loader: Loader = loader or load_servable
         self._executor = ThreadPoolExecutor(max_workers=max(1, load_threads), thread_name_prefix="serving-load")
+        self._unload_executor = (
+            ThreadPoolExecutor(max_workers=unload_threads, thread_name_prefix="serving-unload")
+            if unload_threads > 0 else None
+        )
         self._wake = threading.Event()
         self._poll_requested = threading.Event()
         self._stop = threading.Event()
@@ -150,6 +161,8 @@ class ServableManager:
             self._thread.join(timeout=10)
             self._thread = None
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._unload_executor is not None:
+            self._unload_executor.shutdown(wait=False)
         with self._cond:
             for model in self._models.values():
                 for rec in model.versions.values():
@@ -439,7 +452,14 @@ class ServableManager:
         rec.state = State.UNLOADING
         self._emit(name, rec.version, State.UNLOADING, None)
         # In-flight requests keep their own reference to the Servable; dropping ours is enough.
-        rec.servable = None
+        # With unload threads, the last reference (and so the model's memory) goes on one of them.
+        servable, rec.servable = rec.servable, None
+        if self._unload_executor is not None and servable is not None:
+            try:
+                self._unload_executor.submit(_release, servable)
+            except RuntimeError:  # shut down while stopping
+                pass
+        del servable
         rec.state = State.END
         rec.error = None
         rec.in_manager = False
@@ -465,7 +485,7 @@ class ServableManager:
         try:
             servable = self._loader(name, rec.version, rec.path, model.config.base_path)
             if self._warmup:
-                run_warmup(servable, model.config.base_path)
+                run_warmup(servable, model.config.base_path, self._warmup_iterations)
         except BaseException as exc:  # a load failure must never kill the loader thread
             error = from_exception(exc)
             servable = None
@@ -497,3 +517,8 @@ class ServableManager:
 
     def _emit(self, name: str, version: int, state: State, error: ServingError | None) -> None:
         notify(self._listeners, name, version, state, error, what="servable state listener")
+
+
+def _release(servable: Servable) -> None:
+    """Runs on an unload thread: drops the manager's last reference to an unloaded version."""
+    del servable

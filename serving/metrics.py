@@ -17,13 +17,20 @@ its TensorFlow monitoring name with every character outside ``[A-Za-z0-9_]`` tur
 Metrics:
 
 ``:tensorflow:serving:request_count{model_name, status}`` counter
-    Every inference request (predict, classify, regress, generate_stream); ``status`` is the
-    canonical code name (``OK``, ``INVALID_ARGUMENT``, ``NOT_FOUND``, ``UNAVAILABLE``...), derived
-    from the HTTP status (400 is reported as INVALID_ARGUMENT, 500 as INTERNAL).
+    Every inference request on either entry point; ``status`` is the canonical code name
+    (``OK``, ``INVALID_ARGUMENT``, ``NOT_FOUND``, ``DEADLINE_EXCEEDED``, ``CANCELLED``...).  Over
+    REST (predict, classify, regress, generate_stream) it is derived from the HTTP status (400
+    is reported as INVALID_ARGUMENT, 500 as INTERNAL); over gRPC it is the RPC's status code
+    (Predict, Classify, Regress, MultiInference, GetModelMetadata, GenerateStream).
 ``:tensorflow:serving:request_latency{model_name, API, entrypoint}`` histogram
     Wall time of successful requests in microseconds (TF Serving's buckets: 10 * 1.8^i,
-    33 of them); ``API`` is ``predict``/``classify``/``regress``/``generate_stream``,
-    ``entrypoint`` is ``REST``.
+    33 of them).  ``entrypoint`` is ``REST`` or ``GRPC``.  ``API`` is what TF Serving writes:
+    the REST verb (``predict``/``classify``/``regress``, and ``generate_stream``) and the gRPC
+    method name (``Predict``/``Classify``/``Regress``, prediction_service_impl.cc).  TF Serving
+    records neither MultiInference nor GetModelMetadata; here they are counted and timed too,
+    by the same rule (``MultiInference``, ``GetModelMetadata``), and so is ``GenerateStream``
+    (the whole stream, successful ones only).  ModelService calls (GetModelStatus, config
+    reload) are not inference requests and are not counted, as REST status calls are not.
 ``:tensorflow:cc:saved_model:load_attempt_count{model_path, status}`` counter
     Every load attempt of a version directory, ``status`` ``success`` or ``fail`` (a retried
     failure counts once per attempt).
@@ -69,7 +76,9 @@ _HTTP_TO_CODE = {
     404: Code.NOT_FOUND, 409: Code.ABORTED, 429: Code.RESOURCE_EXHAUSTED, 499: Code.CANCELLED,
     500: Code.INTERNAL, 501: Code.UNIMPLEMENTED, 503: Code.UNAVAILABLE, 504: Code.DEADLINE_EXCEEDED,
 }
-INFERENCE_APIS = frozenset({"predict", "classify", "regress", "generate_stream"})
+INFERENCE_APIS = frozenset({"predict", "classify", "regress", "generate_stream", "completions"})
+GRPC_INFERENCE_APIS = frozenset({"Predict", "Classify", "Regress", "MultiInference", "GetModelMetadata",
+                                 "GenerateStream"})
 
 
 def prometheus_name(name: str) -> str:
@@ -200,6 +209,8 @@ class MetricRegistry:
 
 
 class MonitoringConfig:
+    """``--monitoring_config_file``'s Prometheus switch and page path (default path when empty)."""
+
     def __init__(self, enable: bool = False, path: str = DEFAULT_METRICS_PATH):
         self.enable = bool(enable)
         self.path = path or DEFAULT_METRICS_PATH
@@ -208,36 +219,38 @@ class MonitoringConfig:
         return f"MonitoringConfig(enable={self.enable}, path={self.path!r})"
 
 
-_MONITORING = re.compile(r"prometheus_config\s*:?\s*\{(?P<body>[^{}]*)\}", re.DOTALL)
-_ENABLE = re.compile(r"\benable\s*:\s*(true|false|1|0|True|False)\b")
-_PATH = re.compile(r"""\bpath\s*:\s*(?:"([^"]*)"|'([^']*)')""")
+def _from_message(message) -> MonitoringConfig:
+    from .config import ConfigError
+
+    prometheus = message.prometheus_config
+    if prometheus.path and not prometheus.path.startswith("/"):
+        raise ConfigError(f"monitoring config: path must start with '/', got {prometheus.path!r}")
+    return MonitoringConfig(enable=prometheus.enable, path=prometheus.path or DEFAULT_METRICS_PATH)
 
 
 def parse_monitoring_config(text: str) -> MonitoringConfig:
-    """Parse ``MonitoringConfig`` text format (only ``prometheus_config`` is meaningful here)."""
-    stripped = re.sub(r"#[^\n]*", "", text)
-    m = _MONITORING.search(stripped)
-    if m is None:
-        if stripped.strip():
-            raise ValueError("monitoring config: expected a prometheus_config { ... } block")
-        return MonitoringConfig()
-    body = m.group("body")
-    enable = _ENABLE.search(body)
-    path = _PATH.search(body)
-    path_value = (path.group(1) if path.group(1) is not None else path.group(2)) if path else ""
-    if path_value and not path_value.startswith("/"):
-        raise ValueError(f"monitoring config: path must start with '/', got {path_value!r}")
-    return MonitoringConfig(
-        enable=bool(enable) and enable.group(1).lower() in ("true", "1"),
-        path=path_value or DEFAULT_METRICS_PATH,
-    )
+    """Parse a text-format ``tensorflow.serving.MonitoringConfig``.
+
+    An unknown field (``enabel: true``), a bad value or a syntax error raises ConfigError (a
+    ValueError) naming the line and the field, as TF Serving refuses such a file.
+    """
+    from . import tfserving_protos as protos
+
+    return _from_message(protos.parse_text(text, protos.MonitoringConfig()))
 
 
 def load_monitoring_config(path: str | None) -> MonitoringConfig:
+    """``--monitoring_config_file``: metrics off without a path; ConfigError for a bad file."""
+    from . import tfserving_protos as protos
+    from .config import ConfigError
+
     if not path:
         return MonitoringConfig()
-    with open(path, encoding="utf-8") as f:
-        return parse_monitoring_config(f.read())
+    message = protos.read_text_file(path, protos.MonitoringConfig())
+    try:
+        return _from_message(message)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
 
 
 # ------------------------------------------------------------------------------------------------
@@ -245,10 +258,11 @@ def load_monitoring_config(path: str | None) -> MonitoringConfig:
 
 
 class ServingMetrics:
-    """Collects the server's metrics from the REST app, the manager and the batch scheduler.
+    """Collects the server's metrics from both front ends, the manager and the batch scheduler.
 
-    Wire it with ``app.observers.append(m.observe_request)``, ``manager.add_listener(m.on_state)``
-    and ``scheduler.observers.append(m.on_batch)``; serve ``m.render()`` (or ``m.route``).
+    Wire it with ``app.observers.append(m.observe_request)``,
+    ``grpc_server.observers.append(m.observe_grpc)``, ``manager.add_listener(m.on_state)`` and
+    ``scheduler.observers.append(m.on_batch)``; serve ``m.render()`` (or ``m.route``).
     """
 
     def __init__(self, model_path=None):
@@ -310,6 +324,18 @@ class ServingMetrics:
             if code == Code.OK:
                 self.request_latency.observe(
                     record.latency_s * 1e6, model_name=record.model_name, API=record.api, entrypoint="REST"
+                )
+
+    def observe_grpc(self, record) -> None:
+        """A ``serving.grpc_common.GrpcRequestRecord``: count inference RPCs, time the successful ones."""
+        if record.api not in GRPC_INFERENCE_APIS:
+            return
+        code = Code(record.code)
+        with self.registry.lock:
+            self.request_count.inc(model_name=record.model_name, status=code.name)
+            if code == Code.OK:
+                self.request_latency.observe(
+                    record.latency_s * 1e6, model_name=record.model_name, API=record.api, entrypoint="GRPC"
                 )
 
     def on_state(self, name: str, version: int, state, error) -> None:
@@ -417,6 +443,10 @@ class ServingExtras:
         if self.monitoring.enable:
             app.add_route(self.monitoring.path, self.metrics.route)
         self.streaming = install(app, manager, num_threads=max(2, min(8, self.config.rest_threads)))
+
+    def attach_grpc(self, grpc_server) -> None:
+        """Count and time the RPCs of a :class:`serving.grpc_server.GrpcServer` (before it starts)."""
+        grpc_server.observers.append(self.metrics.observe_grpc)
 
     def close(self) -> None:
         if self.streaming is not None:

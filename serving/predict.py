@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,10 +32,13 @@ from .errors import Code, ServingError, from_exception, invalid_argument
 from .servable import Servable, Signature, dtype_string, is_within
 
 __all__ = [
+    "DEFAULT_MAX_BATCH_ROWS",
     "DEFAULT_MAX_PROMPT_BYTES",
+    "DEFAULT_MAX_TOKENS_PER_REQUEST",
     "MAX_NEW_TOKENS_ANY",
     "MAX_WARMUP_RECORDS",
     "RequestLimits",
+    "check_sampling_inputs",
     "classify",
     "examples_from_input_proto",
     "predict",
@@ -158,7 +162,8 @@ def predict(
 
 
 # ----------------------------------------------------------------------------------------------
-# request limits for zoo LM exports (--max_prompt_bytes, --max_new_tokens_limit)
+# request limits for zoo LM exports (--max_prompt_bytes, --max_new_tokens_limit, --max_batch_rows,
+# --max_tokens_per_request) and the sampling settings' checks
 
 DEFAULT_MAX_PROMPT_BYTES = 16384
 MAX_NEW_TOKENS_ANY = 2**31 - 1  # a max_new_tokens of INT32_MAX means "as many as allowed"
@@ -196,21 +201,101 @@ def _as_array(value) -> np.ndarray:
     return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+# field -> (is the value allowed, what it must be); values are float64 arrays here
+_SAMPLING_RULES = {
+    "temperature": (lambda v: np.isfinite(v) & (v >= 0), "a finite number >= 0 (0 = greedy)"),
+    "top_k": (lambda v: np.isfinite(v) & (v >= 0) & (v == np.floor(v)), "an integer >= 0 (0 = off)"),
+    "top_p": (lambda v: (v > 0) & (v <= 1), "in (0, 1] (1 = off)"),
+}
+
+
+def check_sampling_inputs(inputs: Mapping[str, Any]) -> None:
+    """Refuse (INVALID_ARGUMENT, naming the field) sampling settings a zoo LM export cannot honour.
+
+    ``inputs`` maps names to scalars, lists, numpy arrays or tensors (a predict request's
+    inputs, a stream request); every element is checked.  ``temperature`` must be finite and
+    ``>= 0`` (NaN, inf and negatives refused), ``top_p`` in ``(0, 1]``, ``top_k`` an integer
+    ``>= 0``, ``seed`` an integer within int64 (negative seeds are accepted: the export hashes
+    the seed's 64-bit pattern, and TF Serving would pass any int64 through).  Absent or None
+    fields are skipped, and so are values that are not numbers: the signature's dtype check
+    reports those with TF Serving's text.
+    """
+    for name, (allowed, wanted) in _SAMPLING_RULES.items():
+        arr = _numeric(inputs.get(name))
+        if arr is None or arr.size == 0:
+            continue
+        bad = ~allowed(arr)
+        if bad.any():
+            raise invalid_argument(f"{name} must be {wanted}, got {_first(arr, bad)}")
+    _check_seed(inputs.get("seed"))
+
+
+def _check_seed(value) -> None:
+    """A seed must be a whole number within int64 (checked exactly, not through float64)."""
+    if value is None or isinstance(value, (bool, str, bytes)):
+        return
+    arr = _as_array(value).reshape(-1)
+    if arr.dtype.kind == "f":
+        fits = np.isfinite(arr) & (arr == np.floor(arr)) & (arr >= -(2.0**63)) & (arr < 2.0**63)
+        bad = [v for v, ok in zip(arr.tolist(), fits.tolist(), strict=True) if not ok]
+    elif arr.dtype.kind in ("u", "O"):  # uint64, or Python ints too large for int64
+        bad = [v for v in arr.tolist()
+               if isinstance(v, int) and not isinstance(v, bool) and not _INT64_MIN <= v <= _INT64_MAX]
+    else:  # int arrays fit by their dtype; anything else is the dtype check's job
+        return
+    if bad:
+        shown = bad[0] if not isinstance(bad[0], float) or not bad[0].is_integer() else int(bad[0])
+        raise invalid_argument(f"seed must be an integer within int64, got {shown}")
+
+
+def _numeric(value) -> np.ndarray | None:
+    """``value`` as a float64 array, or None when absent or not a number."""
+    if value is None or isinstance(value, (bool, str, bytes)):
+        return None
+    if isinstance(value, int):  # may not fit a numpy integer
+        return np.array([float(value)])
+    arr = _as_array(value)
+    if arr.dtype.kind not in ("i", "u", "f"):
+        return None
+    return arr.astype(np.float64).reshape(-1)
+
+
+def _first(arr: np.ndarray, bad: np.ndarray) -> str:
+    value = float(arr[int(np.argmax(bad))])
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+DEFAULT_MAX_BATCH_ROWS = 256
+DEFAULT_MAX_TOKENS_PER_REQUEST = 65536
+
+
 @dataclasses.dataclass(frozen=True)
 class RequestLimits:
     """Bounds on what one request to a zoo LM export (one with ``assets.extra/zoo_export.json``)
-    may ask for; other models are not affected.  A violation is INVALID_ARGUMENT (HTTP 400).
+    may ask for; other models are not affected.  A violation is INVALID_ARGUMENT (HTTP 400),
+    found before any model work (before a batching queue, before the signature runs).
 
     * ``max_prompt_bytes`` (``--max_prompt_bytes``; ``<= 0``: none): every string input
       element (``prompt``, ``text``) is at most this many UTF-8 bytes;
     * ``max_new_tokens_limit`` (``--max_new_tokens_limit``; ``<= 0``: the export's own
       ``max_new_tokens`` from ``zoo_export.json``): a ``max_new_tokens`` input above it is refused
       rather than clamped.  ``MAX_NEW_TOKENS_ANY`` (INT32_MAX, what clients send for "the export's
-      bound") is accepted and replaced by the limit.
+      bound") is accepted and replaced by the limit;
+    * ``max_batch_rows`` (``--max_batch_rows``, default 256; ``<= 0``: none): rows (prompts,
+      texts) in one request;
+    * ``max_tokens_per_request`` (``--max_tokens_per_request``, default 65536; ``<= 0``: none):
+      rows x ``max_new_tokens`` of a generating request, where ``max_new_tokens`` is the
+      request's largest value (what the batched decoding loop runs), or the export's bound when
+      the request leaves it to the export; a streamed request is one row;
+    * the sampling settings (:func:`check_sampling_inputs`).
     """
 
     max_prompt_bytes: int = DEFAULT_MAX_PROMPT_BYTES
     max_new_tokens_limit: int = 0
+    max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS
+    max_tokens_per_request: int = DEFAULT_MAX_TOKENS_PER_REQUEST
 
     def new_tokens_limit(self, servable) -> int | None:
         """The bound for ``servable`` (None: no limit, e.g. not a zoo export)."""
@@ -219,10 +304,17 @@ class RequestLimits:
             return None
         if self.max_new_tokens_limit > 0:
             return int(self.max_new_tokens_limit)
-        bound = (info.get("export") or {}).get("max_new_tokens")
+        return self.export_new_tokens(servable)
+
+    @staticmethod
+    def export_new_tokens(servable) -> int | None:
+        """The export's own ``max_new_tokens`` (its decoding loop's bound; None: unknown)."""
+        info = zoo_export_info(servable)
+        bound = ((info or {}).get("export") or {}).get("max_new_tokens")
         return int(bound) if isinstance(bound, int) and not isinstance(bound, bool) else None
 
     def check_prompt(self, alias: str, value) -> None:
+        """INVALID_ARGUMENT when ``value`` (str or bytes) is over ``max_prompt_bytes``."""
         raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
         if 0 < self.max_prompt_bytes < len(raw):
             raise invalid_argument(
@@ -242,32 +334,56 @@ class RequestLimits:
             )
         return value
 
+    def check_work(self, servable, rows: int, new_tokens: int | None) -> None:
+        """INVALID_ARGUMENT when ``rows`` or ``rows x new_tokens`` is over its bound.
+
+        ``new_tokens`` None: the request does not generate (only the row bound applies); a
+        value above the export's own bound counts as that bound (the export clamps to it).
+        """
+        if 0 < self.max_batch_rows < rows:
+            raise invalid_argument(
+                f"the request has {rows} rows; the limit is {self.max_batch_rows} (--max_batch_rows)")
+        if new_tokens is None or self.max_tokens_per_request <= 0:
+            return
+        bound = self.export_new_tokens(servable)
+        new_tokens = max(0, new_tokens if bound is None else min(new_tokens, bound))
+        if rows * new_tokens > self.max_tokens_per_request:
+            raise invalid_argument(
+                f"the request asks for {rows} x {new_tokens} = {rows * new_tokens} tokens (rows x max_new_tokens); "
+                f"the limit is {self.max_tokens_per_request} (--max_tokens_per_request)"
+            )
+
     def check_inputs(self, servable, inputs: Mapping[str, object]) -> dict[str, object]:
         """Check predict inputs (by alias) against the limits; returns them (``max_new_tokens``
-        with ``MAX_NEW_TOKENS_ANY`` replaced by the limit)."""
+        with ``MAX_NEW_TOKENS_ANY`` replaced by the limit).  Row and token counts come first, so
+        an oversized request is refused before its strings are even looked at."""
         out = dict(inputs)
         if zoo_export_info(servable) is None:
             return out
-        for alias, value in inputs.items():
-            if value is None:
-                continue
-            arr = _as_array(value)
+        arrays = {alias: _as_array(value) for alias, value in inputs.items() if value is not None}
+        rows = max((arr.shape[0] for arr in arrays.values() if arr.ndim >= 1), default=1)
+        new_tokens = None
+        tokens = arrays.get("max_new_tokens")
+        if tokens is not None and tokens.dtype.kind in ("i", "u") and tokens.size:
+            limit = self.new_tokens_limit(servable)
+            # the limit first, so that "the export's bound" (INT32_MAX) counts as the bound
+            checked = np.array([self.check_new_tokens(int(v), limit) for v in tokens.reshape(-1).tolist()],
+                               dtype=tokens.dtype).reshape(tokens.shape)
+            new_tokens = int(checked.max())
+            if not np.array_equal(checked, tokens):
+                value = inputs["max_new_tokens"]
+                if hasattr(value, "numpy"):
+                    import tensorflow as tf
+
+                    checked = tf.constant(checked, dtype=value.dtype)
+                out["max_new_tokens"] = checked
+        self.check_work(servable, rows, new_tokens)
+        check_sampling_inputs(arrays)
+        for alias, arr in arrays.items():
             if arr.dtype.kind in ("O", "S", "U"):
                 for item in arr.reshape(-1).tolist():
                     if isinstance(item, (str, bytes)):
                         self.check_prompt(alias, item)
-            elif alias == "max_new_tokens" and arr.dtype.kind in ("i", "u"):
-                limit = self.new_tokens_limit(servable)
-                if limit is None or arr.size == 0:
-                    continue
-                checked = np.array([self.check_new_tokens(int(v), limit) for v in arr.reshape(-1).tolist()],
-                                   dtype=arr.dtype).reshape(arr.shape)
-                if not np.array_equal(checked, arr):
-                    if hasattr(value, "numpy"):
-                        import tensorflow as tf
-
-                        checked = tf.constant(checked, dtype=value.dtype)
-                    out[alias] = checked
         return out
 
 

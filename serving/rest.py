@@ -10,8 +10,11 @@ is a plain (non-JSON) 404.  Errors are ``{"error": "..."}`` with the HTTP status
 the error's canonical code to.  Parsing, inference and JSON writing run in a thread pool so the
 event loop never blocks; each call is bounded by ``--rest_api_timeout_in_ms`` (504 past it),
 and request bodies by ``--max_request_bytes`` (400 past it, gzip bodies measured decoded).
-Requests to a zoo LM export are also held to ``--max_prompt_bytes`` and
-``--max_new_tokens_limit`` (:class:`serving.predict.RequestLimits`; 400 past them).
+Past the timeout the request's model call is cancelled (:mod:`serving.cancellation`): it stops
+at its next step and its worker thread is free again.  Requests to a zoo LM export are also
+held to ``--max_prompt_bytes``, ``--max_new_tokens_limit``, ``--max_batch_rows`` and
+``--max_tokens_per_request`` and their sampling settings are checked
+(:class:`serving.predict.RequestLimits`; 400 past them, before any model work).
 """
 
 from __future__ import annotations
@@ -28,10 +31,13 @@ from urllib.parse import unquote
 
 from zoo.export_contract import DEFAULT_SERVING_SIGNATURE
 
+from .cancellation import Cancellation, deadline_exceeded
+from .cancellation import scope as cancellation_scope
 from .errors import ServingError, invalid_argument
 from .json_util import encode_text
 from .manager import ServableManager, VersionStatus
 from .observers import notify
+from .openai_api import COMPLETIONS_PATH, serve_completions
 from .predict import RequestLimits, classify, predict, regress
 from .tensors import (
     classify_response_json,
@@ -183,6 +189,9 @@ class RestApp:
             status, headers, payload = await self._routes[path](scope, body)
             await self._send(send, status, headers, payload)
             return
+        if method == "POST" and path == COMPLETIONS_PATH:  # zoo extension: OpenAI's completions API
+            await serve_completions(self, scope, receive, send)
+            return
         if not _V1_PATH.fullmatch(path):
             await self._send(send, 404, [(b"content-type", b"text/html")], _NOT_FOUND_BODY)
             return
@@ -208,10 +217,11 @@ class RestApp:
             return
         started = time.monotonic()
         api, model = "", ""
+        token = Cancellation()
         try:
             body = await self._read_body(scope, receive)
             gzip = (_header(scope, b"content-encoding") or "").strip().lower() == "gzip"
-            future = self._executor.submit(self._handle, method, path, body, gzip)
+            future = self._executor.submit(self._handle_cancellable, token, method, path, body, gzip)
             wrapped = asyncio.wrap_future(future)
             if self.timeout_s is None:
                 status, text, api, model = await wrapped
@@ -225,9 +235,10 @@ class RestApp:
             )
         except asyncio.TimeoutError:
             ms = int(self.timeout_s * 1000) if self.timeout_s else 0
-            status, text = 504, error_json(
-                f"Deadline Exceeded: the request did not finish within {ms} ms (--rest_api_timeout_in_ms)"
-            )
+            error = deadline_exceeded(
+                f"Deadline Exceeded: the request did not finish within {ms} ms (--rest_api_timeout_in_ms)")
+            token.cancel(error)  # the model call stops at its next step and frees its thread
+            status, text = 504, error_json(error.message)
         headers = [(b"content-type", b"application/json"), *self._cors()]
         await self._send(send, status, headers, encode_text(text))
         self.record(api, model, status, time.monotonic() - started)
@@ -261,6 +272,11 @@ class RestApp:
         await send({"type": "http.response.body", "body": body})
 
     # ------------------------------------------------------------------ handlers (worker thread)
+
+    def _handle_cancellable(self, token: Cancellation, method: str, path: str, body: bytes,
+                            gzip: bool) -> tuple[int, str, str, str]:
+        with cancellation_scope(token):
+            return self._handle(method, path, body, gzip)
 
     def _handle(self, method: str, path: str, body: bytes, gzip: bool) -> tuple[int, str, str, str]:
         api, model = "", ""

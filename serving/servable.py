@@ -14,6 +14,7 @@ from typing import Any
 
 from zoo.export_contract import SERVE_TAG
 
+from . import cancellation
 from .errors import Code, ServingError, from_exception
 
 __all__ = [
@@ -160,14 +161,18 @@ class Servable:
         return out
 
     def run(self, key: str, feeds: dict[str, Any]) -> dict[str, Any]:
-        """Call signature ``key`` with tensors keyed by input alias; returns tensors by alias."""
+        """Call signature ``key`` with tensors keyed by input alias; returns tensors by alias.
+
+        Inside a :func:`serving.cancellation.scope`, the call stops (raising the scope's error)
+        as soon as the request is cancelled, even in the middle of a decoding loop.
+        """
         import tensorflow as tf
 
         fn = self._functions.get(key)
         if fn is None:
             raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.')
         try:
-            result = fn(**feeds)
+            result = cancellation.call(fn, feeds)  # stopped mid-run when the request is cancelled
         except tf.errors.OpError as exc:
             raise from_exception(exc) from exc
         except (TypeError, ValueError) as exc:
@@ -177,25 +182,38 @@ class Servable:
         return result
 
 
-def load_servable(name: str, version: int, export_dir: str, base_path: str) -> Servable:
-    """Load one SavedModel version directory (tag ``serve``) or raise ServingError."""
+def _tag_set(tags) -> str:
+    return "{ " + " ".join(sorted(tags)) + " }"
+
+
+def load_servable(name: str, version: int, export_dir: str, base_path: str,
+                  tags: tuple[str, ...] = (SERVE_TAG,)) -> Servable:
+    """Load one SavedModel version directory or raise ServingError.
+
+    ``tags`` (``--saved_model_tags``) picks the MetaGraph whose tag set equals them, as
+    TensorFlow's ``LoadSavedModel`` does; a SavedModel without one fails with NOT_FOUND naming
+    the tag sets it has.
+    """
     import tensorflow as tf
 
     _check_tree_within(export_dir, base_path)
     proto = _read_saved_model_proto(export_dir)
+    wanted = set(tags)
     meta_graph = None
     for mg in proto.meta_graphs:
-        if SERVE_TAG in mg.meta_info_def.tags:
+        if set(mg.meta_info_def.tags) == wanted:
             meta_graph = mg
             break
     if meta_graph is None:
+        found = ", ".join(_tag_set(mg.meta_info_def.tags) for mg in proto.meta_graphs) or "none"
         raise ServingError(
             Code.NOT_FOUND,
-            "Could not find meta graph def matching supplied tags: { serve }. To inspect available "
-            "tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli`",
+            f"Could not find meta graph def matching supplied tags: {_tag_set(wanted)}. To inspect "
+            "available tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli` "
+            f"(tag-sets in {export_dir}: {found})",
         )
     try:
-        loaded = tf.saved_model.load(export_dir, tags=[SERVE_TAG])
+        loaded = tf.saved_model.load(export_dir, tags=sorted(wanted))
     except Exception as exc:  # any load failure becomes the version's END status
         raise from_exception(exc) from exc
     return Servable(name, version, export_dir, meta_graph, loaded)

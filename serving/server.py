@@ -1,34 +1,49 @@
-"""The model server process: manager + REST front end, in-process or as ``python -m serving``.
+"""The model server process: manager + REST and gRPC front ends, in-process or as ``python -m serving``.
 
 In-process (tests, notebooks)::
 
-    from serving.config import ServerConfig, ModelConfig
-    server = ModelServer(ServerConfig(models=[ModelConfig("m", "/models/m")], rest_api_port=0)).start()
+    from serving.config import ANY_PORT, ServerConfig, ModelConfig
+    config = ServerConfig(models=[ModelConfig("m", "/models/m")], port=ANY_PORT, rest_api_port=ANY_PORT)
+    server = ModelServer(config).start()
     server.rest_url        # "http://127.0.0.1:54321"
-    server.manager         # the ServableManager (also what a gRPC front end will use)
+    server.grpc_server.target  # "127.0.0.1:54322"
+    server.manager         # the ServableManager both front ends ask for servables
     server.stop()
 
-Command line: ``python -m serving --model_name m --model_base_path /models/m --rest_api_port 0``
-prints ``REST API at http://127.0.0.1:PORT`` once every model is available and stops cleanly
-on SIGTERM/SIGINT.  ``main(argv)`` is the entry point ``zoo serve`` calls.
+Command line: ``python -m serving --model_name m --model_base_path /models/m --rest_api_port=-1``
+prints ``REST API at http://127.0.0.1:PORT`` (when REST runs) and ``gRPC API at HOST:PORT`` (when
+gRPC runs) once every model is available, and stops cleanly on SIGTERM/SIGINT; ``--version``
+prints the versions and exits 0.  ``main(argv)`` is the entry point ``zoo serve`` calls.
+
+Before any model loads, :func:`configure_tensorflow` applies the flags that shape the TensorFlow
+runtime: thread counts (``--tensorflow_intra_op_parallelism`` / ``--tensorflow_inter_op_parallelism``,
+else ``--tensorflow_session_parallelism`` for both, over those of
+``--tensorflow_session_config_file``) and the GPU memory limit. Flags that cannot apply here are
+named in one warning line (:func:`serving.config.ignored_flags`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 
+from . import tfserving_protos as protos
 from .config import (
     ANY_PORT,
     ConfigError,
     ServerConfig,
+    config_from_flags,
+    ignored_flags,
     load_model_config_file,
-    parse_args,
+    parse_flags,
+    parse_grpc_channel_arguments,
     resolve_models,
 )
 from .manager import ServableManager
@@ -36,7 +51,16 @@ from .metrics import ServingExtras
 from .predict import RequestLimits
 from .rest import RestApp
 
-__all__ = ["ModelServer", "ServerStartupError", "main"]
+__all__ = [
+    "ModelServer",
+    "RuntimeOptions",
+    "ServerStartupError",
+    "configure_tensorflow",
+    "main",
+    "runtime_options",
+    "ssl_server_credentials",
+    "version_text",
+]
 
 log = logging.getLogger("serving")
 
@@ -62,8 +86,15 @@ class ModelServer:
         self.extras = ServingExtras(config)  # batching, metrics, streaming
         self.grpc_server = None  # serving.grpc_server.GrpcServer once started
         self.grpc_port: int | None = None
+        self._schedulers: dict[str, object] = {}  # --enable_per_model_batching_parameters
+        self._schedulers_lock = threading.Lock()
+        # Files TF Serving reads at startup: a bad one is a ConfigError before any model loads.
+        self.runtime = runtime_options(config)
+        self._credentials = ssl_server_credentials(config.ssl_config_file) if config.ssl_config_file else None
         self.limits = RequestLimits(max_prompt_bytes=config.max_prompt_bytes,
-                                    max_new_tokens_limit=config.max_new_tokens_limit)
+                                    max_new_tokens_limit=config.max_new_tokens_limit,
+                                    max_batch_rows=config.max_batch_rows,
+                                    max_tokens_per_request=config.max_tokens_per_request)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -74,6 +105,10 @@ class ModelServer:
         seconds passed first).
         """
         cfg = resolve_models(self.config)
+        ignored = ignored_flags(cfg)
+        if ignored:
+            log.warning("accepted but not applied by zoo serve (no effect here): %s", ", ".join(ignored))
+        configure_tensorflow(self.runtime)
         self.manager = ServableManager(
             cfg.models,
             poll_wait_seconds=cfg.file_system_poll_wait_seconds,
@@ -82,7 +117,9 @@ class ModelServer:
             enable_warmup=cfg.enable_model_warmup,
             allow_version_labels_for_unavailable_models=cfg.allow_version_labels_for_unavailable_models,
             load_threads=cfg.load_threads,
-            loader=self.extras.loader(),
+            unload_threads=cfg.num_unload_threads,
+            warmup_iterations=cfg.num_request_iterations_for_warmup,
+            loader=self._loader(),
         )
         self.extras.attach_manager(self.manager)
         self.manager.start()
@@ -91,9 +128,57 @@ class ModelServer:
             self._config_thread.start()
         if wait_for_models:
             self._wait_for_models(timeout)
-        self._start_grpc()
-        self._start_rest()
+        if cfg.grpc_enabled:
+            self._start_grpc()
+        if cfg.rest_enabled:
+            self._start_rest()
+        elif self.grpc_server is None:
+            self.stop()
+            raise OSError("gRPC did not start and --rest_api_port=0 leaves REST off: nothing serves")
         return self
+
+    def _loader(self):
+        """Loads a version with ``--saved_model_tags``, batched when ``--enable_batching`` says so.
+
+        With ``--enable_per_model_batching_parameters``, a version directory holding
+        ``batching_params.pbtxt`` gets a scheduler of its own with those parameters (the thread
+        count stays the global one, as in TF Serving); the others share the global scheduler.
+        """
+        from .batching import (
+            BatchingServable,
+            BatchScheduler,
+            batching_loader,
+            version_batching_parameters,
+        )
+        from .servable import load_servable
+
+        cfg = self.config
+        tags = cfg.tags
+
+        def load(name: str, version: int, path: str, base_path: str):
+            return load_servable(name, version, path, base_path, tags=tags)
+
+        if self.extras.loader() is None:  # creates the shared scheduler when batching is on
+            return load
+        shared = batching_loader(self.extras.scheduler, load)
+        if not cfg.enable_per_model_batching_parameters:
+            return shared
+
+        def load_per_model(name: str, version: int, path: str, base_path: str):
+            servable = load(name, version, path, base_path)  # checks the tree stays in base_path
+            params = version_batching_parameters(path)
+            if params is None:
+                return BatchingServable(servable, self.extras.scheduler)
+            params = dataclasses.replace(params, num_batch_threads=self.extras.batching_parameters.num_batch_threads)
+            with self._schedulers_lock:
+                scheduler = self._schedulers.pop(path, None)
+                if scheduler is not None:
+                    scheduler.close()
+                scheduler = self._schedulers[path] = BatchScheduler(params)
+            scheduler.observers.append(self.extras.metrics.on_batch)
+            return BatchingServable(servable, scheduler)
+
+        return load_per_model
 
     def _wait_for_models(self, timeout: float | None) -> None:
         manager = self.manager
@@ -165,7 +250,12 @@ class ModelServer:
         log.info("REST API at %s", self.rest_url)
 
     def _start_grpc(self) -> None:
-        """gRPC on --port (0: a free port). A port that cannot be bound is logged; REST still starts."""
+        """gRPC on --port (ANY_PORT: a free one; 0: none) and --grpc_socket_path.
+
+        TLS with --ssl_config_file, grpc.health.v1 with --enable_grpc_healthcheck_service and
+        --grpc_channel_arguments as server options.  An address that cannot be bound is logged
+        and REST still starts (TF Serving exits instead).
+        """
         from .grpc_server import GrpcServer
 
         def apply(models) -> None:
@@ -173,9 +263,13 @@ class ModelServer:
             self.manager.reload_config(models)
 
         cfg = self.config
-        port = 0 if cfg.port == ANY_PORT else cfg.port
+        port = {ANY_PORT: 0, 0: None}.get(cfg.port, cfg.port)  # GrpcServer: 0 = free port, None = none
         server = GrpcServer(self.manager, host=cfg.host, port=port, max_threads=cfg.grpc_max_threads,
-                            reload_config=apply, limits=self.limits)
+                            reload_config=apply, limits=self.limits,
+                            options=parse_grpc_channel_arguments(cfg.grpc_channel_arguments),
+                            socket_path=cfg.grpc_socket_path, credentials=self._credentials,
+                            health_check=cfg.enable_grpc_healthcheck_service)
+        self.extras.attach_grpc(server)
         try:
             self.grpc_server = server.start()
             self.grpc_port = server.port
@@ -185,7 +279,7 @@ class ModelServer:
     @property
     def rest_url(self) -> str:
         if self.rest_port is None:
-            raise RuntimeError("the server is not started")
+            raise RuntimeError("REST is not serving (the server is not started, or --rest_api_port=0)")
         host = self.config.host
         if ":" in host:
             host = f"[{host}]"
@@ -211,6 +305,10 @@ class ModelServer:
         if self.app is not None:
             self.app.close()
         self.extras.close()
+        with self._schedulers_lock:
+            schedulers, self._schedulers = list(self._schedulers.values()), {}
+        for scheduler in schedulers:
+            scheduler.close()
         if self.manager is not None:
             self.manager.stop()
         if self._config_thread is not None:
@@ -251,14 +349,162 @@ class ModelServer:
             self._config_text = text
 
 
+# ------------------------------------------------------------------------------------------------
+# the TensorFlow runtime, TLS and --version
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeOptions:
+    """What the flags ask of the TensorFlow runtime; 0 / None leave TensorFlow's own choice."""
+
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    gpu_memory_fraction: float = 0.0
+    gpu_allow_growth: bool | None = None
+
+
+def runtime_options(cfg: ServerConfig) -> RuntimeOptions:
+    """Thread counts and GPU options from ``--tensorflow_session_config_file`` and the flags.
+
+    As TF Serving's server.cc: ``--tensorflow_intra_op_parallelism`` /
+    ``--tensorflow_inter_op_parallelism``, when either is set, give both counts (0: automatic)
+    and ``--tensorflow_session_parallelism`` is not used; otherwise that one sets both.  Each of
+    them overrides the config file's value only when set (> 0); likewise
+    ``--per_process_gpu_memory_fraction``.
+    """
+    intra = inter = 0
+    fraction, growth = 0.0, None
+    if cfg.tensorflow_session_config_file:
+        from tensorflow.core.protobuf import config_pb2
+
+        proto = protos.read_text_file(cfg.tensorflow_session_config_file, config_pb2.ConfigProto())
+        intra, inter = proto.intra_op_parallelism_threads, proto.inter_op_parallelism_threads
+        fraction = proto.gpu_options.per_process_gpu_memory_fraction
+        growth = True if proto.gpu_options.allow_growth else None  # proto3: false is "not set"
+    if cfg.tensorflow_intra_op_parallelism > 0 or cfg.tensorflow_inter_op_parallelism > 0:
+        intra, inter = cfg.tensorflow_intra_op_parallelism, cfg.tensorflow_inter_op_parallelism
+    elif cfg.tensorflow_session_parallelism > 0:
+        intra = inter = cfg.tensorflow_session_parallelism
+    if cfg.per_process_gpu_memory_fraction > 0:
+        fraction = cfg.per_process_gpu_memory_fraction
+    return RuntimeOptions(max(0, intra), max(0, inter), fraction, growth)
+
+
+def configure_tensorflow(options: RuntimeOptions) -> None:
+    """Apply ``options`` through ``tf.config`` (before TensorFlow runs its first op).
+
+    In a process where TensorFlow already ran ops (the Python API after other TensorFlow work),
+    thread counts can no longer change: a warning says so unless they already match.
+    """
+    if options == RuntimeOptions():
+        return
+    import tensorflow as tf
+
+    threading_api = tf.config.threading
+    for wanted, setter, getter, what in (
+        (options.intra_op_threads, threading_api.set_intra_op_parallelism_threads,
+         threading_api.get_intra_op_parallelism_threads, "intra_op"),
+        (options.inter_op_threads, threading_api.set_inter_op_parallelism_threads,
+         threading_api.get_inter_op_parallelism_threads, "inter_op"),
+    ):
+        if wanted <= 0:
+            continue
+        try:
+            setter(wanted)
+        except RuntimeError:
+            if getter() != wanted:
+                log.warning("TensorFlow already ran in this process: %s parallelism stays %d, not %d",
+                            what, getter(), wanted)
+    log.info("TensorFlow threads: intra_op=%d inter_op=%d (0: automatic)",
+             threading_api.get_intra_op_parallelism_threads(), threading_api.get_inter_op_parallelism_threads())
+    if options.gpu_memory_fraction > 0 or options.gpu_allow_growth is not None:
+        _configure_gpus(tf, options)
+
+
+def _gpu_memory_mib() -> list[int]:
+    """Total memory of each physical GPU (nvidia-smi), in the order CUDA numbers them."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+        totals = [int(float(v)) for v in out.split()]
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible and all(v.strip().isdigit() for v in visible.split(",")):
+        totals = [totals[int(v)] for v in visible.split(",") if int(v) < len(totals)]
+    return totals
+
+
+def _configure_gpus(tf, options: RuntimeOptions) -> None:
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        log.info("no GPU visible: the GPU memory options have no effect")
+        return
+    totals = _gpu_memory_mib() if options.gpu_memory_fraction > 0 else []
+    for index, gpu in enumerate(gpus):
+        try:
+            if options.gpu_memory_fraction > 0:
+                if index >= len(totals):
+                    log.warning("cannot tell the memory of %s (no nvidia-smi): "
+                                "--per_process_gpu_memory_fraction not applied to it", gpu.name)
+                    continue
+                limit = int(totals[index] * options.gpu_memory_fraction)
+                tf.config.set_logical_device_configuration(
+                    gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit)])
+                log.info("%s: memory limit %d MiB of %d", gpu.name, limit, totals[index])
+            elif options.gpu_allow_growth is not None:
+                tf.config.experimental.set_memory_growth(gpu, options.gpu_allow_growth)
+        except RuntimeError as exc:  # the GPUs were initialised already
+            log.warning("GPU memory options not applied to %s: %s", gpu.name, exc)
+
+
+def ssl_server_credentials(path: str):
+    """``--ssl_config_file``: a text-format SSLConfig (PEM text) as gRPC server credentials.
+
+    As TF Serving: ``server_key`` / ``server_cert`` are the server's pair, ``custom_ca`` the
+    roots that client certificates are checked against, ``client_verify`` requires one.
+    """
+    import grpc
+
+    config = protos.read_text_file(path, protos.SSLConfig())
+    if not config.server_key or not config.server_cert:
+        raise ConfigError(f"{path}: SSLConfig needs server_key and server_cert (PEM text)")
+    if config.client_verify and not config.custom_ca:
+        raise ConfigError(f"{path}: client_verify needs custom_ca to verify client certificates with")
+    return grpc.ssl_server_credentials(
+        [(config.server_key.encode(), config.server_cert.encode())],
+        root_certificates=config.custom_ca.encode() or None,
+        require_client_auth=config.client_verify,
+    )
+
+
+def version_text() -> str:
+    """``--version``: this server's version and the TensorFlow it runs (read without importing it)."""
+    from importlib import metadata
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return (f"TensorFlow ModelServer: zoo serve {version('keras-lm-zoo')} "
+            f"(tensorflow_model_server 2.21 flags, tensorflow-serving-api {version('tensorflow-serving-api')})\n"
+            f"TensorFlow Library: {version('tensorflow')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m serving`` / ``zoo serve``: run until SIGTERM or SIGINT. Returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    flags = parse_flags(argv)  # an unknown flag or a bad value exits 2 here, naming it
+    if flags.version:
+        print(version_text(), flush=True)
+        return 0
     try:
-        config = parse_args(argv)
+        config = config_from_flags(flags)
         server = ModelServer(config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -282,10 +528,14 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         except OSError as exc:
-            print(f"error: cannot listen on {config.host}:{config.rest_api_port}: {exc}", file=sys.stderr)
+            print(f"error: cannot listen on {config.host}: {exc}", file=sys.stderr)
             return 1
-        print(f"REST API at {server.rest_url}", flush=True)
+        if server.rest_port is not None:
+            print(f"REST API at {server.rest_url}", flush=True)
         if server.grpc_server is not None:
             print(f"gRPC API at {server.grpc_server.target}", flush=True)
         while not stop.wait(0.5):

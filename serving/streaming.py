@@ -13,7 +13,10 @@ from call to call as tensors that never leave the process (flat cost per token).
 tokens are exactly ``generate``'s; ``max_new_tokens`` is clamped to ``[0, M]`` (the export's
 ``max_new_tokens``); a missing one means ``M``.  The server's limits apply
 (:class:`serving.predict.RequestLimits`): a ``prompt`` over ``--max_prompt_bytes`` or a
-``max_new_tokens`` over ``--max_new_tokens_limit`` (default ``M``) is a 400.  The same decoding
+``max_new_tokens`` over ``--max_new_tokens_limit`` (default ``M``), one over
+``--max_tokens_per_request``, or a sampling setting out of range (NaN, inf or negative
+``temperature``, ``top_p`` outside ``(0, 1]``, negative ``top_k``:
+:func:`serving.predict.check_sampling_inputs`) is a 400.  The same decoding
 loop (:func:`stream_events`) serves gRPC's ``zoo.serving.GenerationService/GenerateStream``
 (:mod:`serving.grpc_streaming`).
 
@@ -30,7 +33,8 @@ until it completes or the stream ends (the ``done`` event then carries what was 
 last token-less ``data`` event first).  Errors found before the first byte is sent are answered
 as the /v1 API answers them (``{"error": ...}`` with TF Serving's HTTP status); an error in the
 middle of a stream is an ``event: error`` with ``data: {"error": ...}``.  A client that
-disconnects stops the decoding at the next token.
+disconnects cancels the model call in progress (:mod:`serving.cancellation`) and ends the
+decoding.  A stream has no time limit (``--rest_api_timeout_in_ms`` bounds /v1 calls only).
 """
 
 from __future__ import annotations
@@ -52,8 +56,11 @@ from zoo.export_contract import (
     STREAM_STEP_SIGNATURE,
 )
 
-from .errors import ServingError, from_exception, invalid_argument
+from .cancellation import Cancellation
+from .cancellation import scope as cancellation_scope
+from .errors import Code, ServingError, from_exception, invalid_argument
 from .json_util import encode_text
+from .predict import check_sampling_inputs
 from .tensors import error_json
 
 __all__ = ["STREAM_ROUTE", "StreamingRoute", "TextDeltas", "check_limits", "install", "missing_stream_signature",
@@ -148,25 +155,34 @@ def missing_stream_signature(servable) -> str | None:
 
 
 def check_limits(servable, request: dict, limits) -> None:
-    """Apply :class:`serving.predict.RequestLimits` to a parsed stream request (in place)."""
+    """Check a parsed stream request's sampling settings, then apply
+    :class:`serving.predict.RequestLimits` to it (in place); all before any model work."""
+    check_sampling_inputs(request)
     if limits is None:
         return
-    limits.check_prompt("prompt", request["prompt"])
+    new_tokens = limits.export_new_tokens(servable)
     if request.get("max_new_tokens") is not None:
-        request["max_new_tokens"] = limits.check_new_tokens(
+        request["max_new_tokens"] = new_tokens = limits.check_new_tokens(
             request["max_new_tokens"], limits.new_tokens_limit(servable))
+    limits.check_work(servable, 1, new_tokens)
+    limits.check_prompt("prompt", request["prompt"])
 
 
-def stream_events(servable, request: dict):
+def stream_events(servable, request: dict, cancel: Cancellation | None = None):
     """The decoding loop shared by the SSE route and gRPC ``GenerateStream``.
 
     ``request`` holds ``prompt`` (str), ``max_new_tokens`` (int or None: the export's bound),
     ``temperature``, ``top_k``, ``top_p`` and ``seed``.  Yields ``(event, data)`` lazily, one
     model step per token: ``(None, {"text": delta, "token_id": id})`` per token, then maybe
     ``(None, {"text": rest})`` (text held back as an incomplete character), then
-    ``("done", {"text": continuation, "num_tokens": n})``.
+    ``("done", {"text": continuation, "num_tokens": n})``.  Once ``cancel`` is cancelled the
+    model call in progress stops and the next step raises its error.
     """
     import tensorflow as tf
+
+    def run(key: str, feeds: dict):
+        with cancellation_scope(cancel):
+            return servable.run(key, feeds)
 
     settings = {
         "temperature": tf.constant([request["temperature"]], tf.float32),
@@ -175,7 +191,7 @@ def stream_events(servable, request: dict):
         "seed": tf.constant([request["seed"]], tf.int64),
     }
     prompt = tf.constant([request["prompt"].encode("utf-8")])
-    out = servable.run(STREAM_START_SIGNATURE, {"prompt": prompt, **settings})
+    out = run(STREAM_START_SIGNATURE, {"prompt": prompt, **settings})
     budget = int(out["budget"].numpy()[0])
     wanted = request["max_new_tokens"]
     limit = budget if wanted is None else max(0, min(wanted, budget))
@@ -185,15 +201,14 @@ def stream_events(servable, request: dict):
     while len(ids) < limit and not bool(out["done"].numpy()[0]):
         token = int(out["token_id"].numpy()[0])
         ids.append(token)
-        decoded = servable.run(DETOKENIZE_SIGNATURE, {"token_ids": tf.constant([ids], tf.int32)})["text"]
+        decoded = run(DETOKENIZE_SIGNATURE, {"token_ids": tf.constant([ids], tf.int32)})["text"]
         text = bytes(decoded.numpy()[0]).decode("utf-8", errors="replace")
         yield None, {"text": deltas.update(text), "token_id": token}
         if len(ids) >= limit:
             break
         cache = {key: value for key, value in out.items() if key.startswith("cache_")}
-        out = servable.run(
-            STREAM_STEP_SIGNATURE, {"token_id": out["token_id"], "position": out["position"], **settings, **cache}
-        )
+        out = run(STREAM_STEP_SIGNATURE,
+                  {"token_id": out["token_id"], "position": out["position"], **settings, **cache})
     rest = deltas.finish(text)
     if rest:
         yield None, {"text": rest}
@@ -235,9 +250,10 @@ class StreamingRoute:
         check_limits(servable, request, self.limits)
         return name, servable, request
 
-    def generate(self, servable, request: dict, emit, cancelled: threading.Event) -> None:
-        """Run the decoding loop, calling ``emit(bytes)`` for every event."""
-        events = stream_events(servable, request)
+    def generate(self, servable, request: dict, emit, cancelled: threading.Event,
+                 cancel: Cancellation | None = None) -> None:
+        """Run the decoding loop, calling ``emit(bytes)`` for every event; ``cancel`` stops it."""
+        events = stream_events(servable, request, cancel)
         try:
             for event, data in events:
                 if cancelled.is_set():
@@ -263,14 +279,19 @@ class StreamingRoute:
             return 500
         queue: asyncio.Queue = asyncio.Queue()
         cancelled = threading.Event()
+        token = Cancellation()
         failure: dict = {}
+
+        def client_gone() -> None:
+            cancelled.set()
+            token.cancel(ServingError(Code.CANCELLED, "the client closed the stream"))
 
         def emit(chunk: bytes) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, chunk)
 
         def work() -> None:
             try:
-                self.generate(servable, request, emit, cancelled)
+                self.generate(servable, request, emit, cancelled, token)
             except Exception as exc:  # reported as an SSE error event
                 error = from_exception(exc)
                 failure["error"] = error
@@ -284,7 +305,7 @@ class StreamingRoute:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    cancelled.set()
+                    client_gone()
                     return
 
         await send({
@@ -309,7 +330,7 @@ class StreamingRoute:
             if not cancelled.is_set():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except Exception:  # the client went away while we were sending
-            cancelled.set()
+            client_gone()
         finally:
             watcher.cancel()
             await asyncio.wait([future], timeout=60)

@@ -52,11 +52,11 @@ def runs(corpus, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(runs):
-    from serving.config import ModelConfig, ServerConfig
+    from serving.config import ANY_PORT, ModelConfig, ServerConfig
     from serving.server import ModelServer
 
-    config = ServerConfig(models=[ModelConfig("sst", os.path.dirname(runs["export"]))], port=0,
-                          rest_api_port=0, max_num_load_retries=0)
+    config = ServerConfig(models=[ModelConfig("sst", os.path.dirname(runs["export"]))], port=ANY_PORT,
+                          rest_api_port=ANY_PORT, max_num_load_retries=0)
     srv = ModelServer(config).start(timeout=120)
     yield srv
     srv.stop()

@@ -277,12 +277,12 @@ def test_saved_model_in_a_clean_interpreter_equals_run_translate(trained, export
 
 def test_served_translate_over_rest_and_grpc(trained, exported):
     from serving.client import GrpcClient, RestClient
-    from serving.config import ModelConfig, ServerConfig
+    from serving.config import ANY_PORT, ModelConfig, ServerConfig
     from serving.server import ModelServer
 
     base = os.path.dirname(exported)
-    server = ModelServer(ServerConfig(models=[ModelConfig("s2s", base)], port=0,
-                                      rest_api_port=0)).start(timeout=120)
+    server = ModelServer(ServerConfig(models=[ModelConfig("s2s", base)], port=ANY_PORT,
+                                      rest_api_port=ANY_PORT)).start(timeout=120)
     try:
         expected = trained.translate(SOURCES)
         rest = RestClient(f"http://127.0.0.1:{server.rest_port}")

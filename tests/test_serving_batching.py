@@ -27,7 +27,7 @@ from serving.batching import (  # noqa: E402
     BatchScheduler,
     parse_batching_parameters,
 )
-from serving.config import ModelConfig, ServerConfig  # noqa: E402
+from serving.config import ANY_PORT, ModelConfig, ServerConfig  # noqa: E402
 from serving.errors import Code, ServingError  # noqa: E402
 from serving.server import ModelServer  # noqa: E402
 
@@ -57,7 +57,7 @@ def test_parses_text_format_with_wrapper_values():
         allowed_batch_sizes: 2
         allowed_batch_sizes: 4
         allowed_batch_sizes: 8
-        pad_variable_length_inputs: { value: true }
+        pad_variable_length_inputs: true
         """
     )
     assert params == BatchingParameters(8, 5000, 3, 2, (2, 4, 8), True)
@@ -191,7 +191,7 @@ def batching_server(tmp_path_factory):
         "max_batch_size { value: 16 }\nbatch_timeout_micros { value: 100000 }\n"
         "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 1 }\n"
     )
-    config = ServerConfig(models=[ModelConfig("hpt", str(root / "hpt"))], port=0, rest_api_port=0,
+    config = ServerConfig(models=[ModelConfig("hpt", str(root / "hpt"))], port=ANY_PORT, rest_api_port=ANY_PORT,
                           file_system_poll_wait_seconds=0, enable_batching=True,
                           batching_parameters_file=str(params))
     server = ModelServer(config).start(timeout=120)
@@ -231,7 +231,7 @@ def test_queue_full_is_503_over_rest(tmp_path):
     params = tmp_path / "batching.txt"
     params.write_text("max_batch_size { value: 4 }\nbatch_timeout_micros { value: 2000000 }\n"
                       "max_enqueued_batches { value: 1 }\nnum_batch_threads { value: 1 }\n")
-    config = ServerConfig(models=[ModelConfig("hpt", str(tmp_path / "hpt"))], port=0, rest_api_port=0,
+    config = ServerConfig(models=[ModelConfig("hpt", str(tmp_path / "hpt"))], port=ANY_PORT, rest_api_port=ANY_PORT,
                           file_system_poll_wait_seconds=0, enable_batching=True,
                           batching_parameters_file=str(params), enable_model_warmup=False)
     server = ModelServer(config).start(timeout=120)

@@ -15,7 +15,7 @@ import pytest
 import export
 import zoo
 from serving.client import GrpcClient, RestClient, ServingClientError
-from serving.config import ModelConfig, ServerConfig
+from serving.config import ANY_PORT, ModelConfig, ServerConfig
 from serving.server import ModelServer
 from zoo.tasks.causal_lm import score_texts
 
@@ -30,7 +30,7 @@ def served(shakespeare_file, tmp_path_factory):
                     batch_size=4, seq_len=32, checkpoint_every=3, eval_batches=2)
     base = str(root / "models" / "lm")
     export.saved_model(run, base, max_new_tokens=MAX_NEW)
-    cfg = ServerConfig(models=[ModelConfig("lm", base)], port=0, rest_api_port=0,
+    cfg = ServerConfig(models=[ModelConfig("lm", base)], port=ANY_PORT, rest_api_port=ANY_PORT,
                        file_system_poll_wait_seconds=0)
     server = ModelServer(cfg).start(timeout=180)
     grpc_client = GrpcClient(f"127.0.0.1:{server.grpc_port}")

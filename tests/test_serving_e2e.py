@@ -11,7 +11,7 @@ import time
 
 import export
 import zoo
-from serving.config import ModelConfig, ServerConfig
+from serving.config import ANY_PORT, ModelConfig, ServerConfig
 from serving.server import ModelServer
 
 FAST = dict(verbose=0, max_steps=6, batch_size=4, seq_len=32, checkpoint_every=3, eval_batches=2)
@@ -53,7 +53,7 @@ def test_train_export_serve_reload_and_survive_a_corrupt_version(shakespeare_fil
     run1 = zoo.train("transformer_lm", shakespeare_file, str(tmp_path / "run1"), **FAST)
     base = str(tmp_path / "lm")
     export.saved_model(run1, base, max_new_tokens=16, streaming=True)  # version 1
-    config = ServerConfig(models=[ModelConfig("lm", base)], port=0, rest_api_port=0,
+    config = ServerConfig(models=[ModelConfig("lm", base)], port=ANY_PORT, rest_api_port=ANY_PORT,
                           file_system_poll_wait_seconds=0.2, max_num_load_retries=0)
     server = ModelServer(config).start(timeout=120)
     try:

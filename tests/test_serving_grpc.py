@@ -42,7 +42,7 @@ from tensorflow_serving.apis import (  # noqa: E402
     regression_pb2,
 )
 
-from serving.config import ModelConfig, ServerConfig, parse_args  # noqa: E402
+from serving.config import ANY_PORT, ModelConfig, ServerConfig, parse_args  # noqa: E402
 from serving.server import ModelServer  # noqa: E402
 from zoo.export_contract import MAX_MESSAGE_LENGTH  # noqa: E402
 
@@ -93,7 +93,7 @@ model_config_list {{
   config {{ name: "classreg" base_path: "{root}/classreg" model_platform: "tensorflow" }}
 }}
 """)
-    cfg = parse_args(["--model_config_file", config_path, "--port", "0", "--rest_api_port", "0",
+    cfg = parse_args(["--model_config_file", config_path, "--port", "-1", "--rest_api_port", "-1",
                       "--file_system_poll_wait_seconds", "0.5", "--max_num_load_retries", "0"])
     srv = ModelServer(cfg).start(timeout=180)
     yield srv
@@ -175,7 +175,7 @@ def example(x: float):
 
 
 def test_server_binds_free_loopback_port(server):
-    """server.cc BuildAndStart: gRPC serves on --port beside REST; here --port 0 picks a free port."""
+    """server.cc BuildAndStart: gRPC serves on --port beside REST; here --port -1 (ANY_PORT) picks a free port."""
     assert server.grpc_port and server.grpc_port != server.rest_port
     assert server.grpc_server.target == f"127.0.0.1:{server.grpc_port}"
 
@@ -500,7 +500,7 @@ def test_reload_config(store, tmp_path):
     _install(store, "hpt3", str(tmp_path / "b" / "1"))
     (tmp_path / "broken" / "1").mkdir(parents=True)
     (tmp_path / "broken" / "1" / "saved_model.pb").write_bytes(b"not a proto")
-    cfg = ServerConfig(models=[ModelConfig("a", os.path.dirname(a))], port=0, rest_api_port=0,
+    cfg = ServerConfig(models=[ModelConfig("a", os.path.dirname(a))], port=ANY_PORT, rest_api_port=ANY_PORT,
                        file_system_poll_wait_seconds=0.2, max_num_load_retries=0)
     srv = ModelServer(cfg).start(timeout=120)
     try:
@@ -594,7 +594,7 @@ def test_busy_grpc_port_leaves_rest_serving(store, tmp_path):
     holder.listen(1)
     try:
         cfg = ServerConfig(models=[ModelConfig("m", os.path.dirname(base))], port=holder.getsockname()[1],
-                           rest_api_port=0, file_system_poll_wait_seconds=0)
+                           rest_api_port=ANY_PORT, file_system_poll_wait_seconds=0)
         srv = ModelServer(cfg).start(timeout=120)
         try:
             assert srv.grpc_port is None and srv.grpc_server is None
@@ -606,7 +606,7 @@ def test_busy_grpc_port_leaves_rest_serving(store, tmp_path):
 
 
 def test_command_line_serves_grpc(store, tmp_path):
-    """tensorflow_model_server --port: `python -m serving --port 0` prints the bound gRPC address
+    """tensorflow_model_server --port: `python -m serving --port -1` prints the bound gRPC address
     and answers Predict there; SIGTERM stops it with exit code 0."""
     import queue
     import signal
@@ -618,7 +618,7 @@ def test_command_line_serves_grpc(store, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=repo)
     proc = subprocess.Popen(
         [sys.executable, "-m", "serving", "--model_name", "m", "--model_base_path", base,
-         "--rest_api_port", "0", "--port", "0", "--file_system_poll_wait_seconds", "0"],
+         "--rest_api_port", "-1", "--port", "-1", "--file_system_poll_wait_seconds", "0"],
         cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     lines: queue.Queue = queue.Queue()

@@ -18,7 +18,7 @@ from tensorflow_serving.apis import predict_pb2
 import export
 import zoo
 from serving.client import GrpcClient, RestClient, ServingClientError
-from serving.config import ModelConfig, ServerConfig
+from serving.config import ANY_PORT, ModelConfig, ServerConfig
 from serving.server import ModelServer
 from tests.serving_models import save_half_plus_two
 from zoo.export_contract import GENERATE_STREAM_METHOD
@@ -34,7 +34,7 @@ def served(shakespeare_file, tmp_path_factory):
     export.saved_model(run, str(root / "lm"), max_new_tokens=MAX_NEW, streaming=True)
     save_half_plus_two(str(root / "hp2" / "1"))
     cfg = ServerConfig(models=[ModelConfig("lm", str(root / "lm")), ModelConfig("hp2", str(root / "hp2"))],
-                       port=0, rest_api_port=0, file_system_poll_wait_seconds=0)
+                       port=ANY_PORT, rest_api_port=ANY_PORT, file_system_poll_wait_seconds=0)
     server = ModelServer(cfg).start(timeout=180)
     client = GrpcClient(f"127.0.0.1:{server.grpc_port}")
     try:

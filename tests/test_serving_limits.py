@@ -16,7 +16,7 @@ import pytest
 import export
 import zoo
 from serving.client import GrpcClient, RestClient, ServingClientError
-from serving.config import ModelConfig, ServerConfig, parse_args
+from serving.config import ANY_PORT, ModelConfig, ServerConfig, parse_args
 from serving.server import ModelServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +39,7 @@ def export_dir(shakespeare_file, tmp_path_factory):
 
 def _serve(root, **limits):
     cfg = ServerConfig(models=[ModelConfig("lm", str(root / "lm")), ModelConfig("strings", str(root / "strings"))],
-                       port=0, rest_api_port=0, file_system_poll_wait_seconds=0, **limits)
+                       port=ANY_PORT, rest_api_port=ANY_PORT, file_system_poll_wait_seconds=0, **limits)
     server = ModelServer(cfg).start(timeout=180)
     return server, RestClient(server.rest_url), GrpcClient(f"127.0.0.1:{server.grpc_port}")
 

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import serving_models  # noqa: E402
 
-from serving.config import ModelConfig, ServerConfig, VersionPolicy  # noqa: E402
+from serving.config import ANY_PORT, ModelConfig, ServerConfig, VersionPolicy  # noqa: E402
 from serving.metrics import (  # noqa: E402
     DEFAULT_METRICS_PATH,
     MetricRegistry,
@@ -108,7 +108,7 @@ def monitored(tmp_path_factory):
         models=[ModelConfig("hpt", str(root / "hpt")),
                 ModelConfig("broken", str(root / "broken"),
                             version_policy=VersionPolicy(kind="all"))],
-        port=0, rest_api_port=0, file_system_poll_wait_seconds=0, max_num_load_retries=0,
+        port=ANY_PORT, rest_api_port=ANY_PORT, file_system_poll_wait_seconds=0, max_num_load_retries=0,
         monitoring_config_file=str(monitoring),
     )
     server = ModelServer(config).start(timeout=120)
@@ -158,7 +158,7 @@ def test_only_the_configured_path_serves_metrics(monitored):
 
 def test_no_monitoring_config_means_no_metrics_page(tmp_path):
     serving_models.save_half_plus_two(str(tmp_path / "hpt" / "1"))
-    config = ServerConfig(models=[ModelConfig("hpt", str(tmp_path / "hpt"))], port=0, rest_api_port=0,
+    config = ServerConfig(models=[ModelConfig("hpt", str(tmp_path / "hpt"))], port=ANY_PORT, rest_api_port=ANY_PORT,
                           file_system_poll_wait_seconds=0, enable_model_warmup=False)
     with ModelServer(config) as server:
         assert call(server.rest_port, "GET", DEFAULT_METRICS_PATH)[0] == 404

@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import serving_models  # noqa: E402
 
 from serving.config import (  # noqa: E402
+    ANY_PORT,
     ConfigError,
     ModelConfig,
     ServerConfig,
@@ -146,8 +147,8 @@ model_config_list {{
     cfg = parse_args(
         [
             "--model_config_file", config_path,
-            "--rest_api_port=0",
-            "--port", "0",
+            "--rest_api_port=-1",
+            "--port", "-1",
             "--file_system_poll_wait_seconds", "0.5",
             "--max_num_load_retries", "0",
         ]
@@ -693,9 +694,9 @@ def test_classify_regress_errors(url):
 
 
 def _lifecycle_server(base: str, **overrides) -> ModelServer:
-    cfg = ServerConfig(port=0,
+    cfg = ServerConfig(port=ANY_PORT,
         models=[ModelConfig(name="m", base_path=base)],
-        rest_api_port=0,
+        rest_api_port=ANY_PORT,
         file_system_poll_wait_seconds=0.1,
         max_num_load_retries=0,
     )
@@ -807,8 +808,8 @@ def test_model_config_reload_adds_and_unloads_models(store, tmp_path):
     _install(store, "hpt3", str(tmp_path / "b" / "1"))
     config = tmp_path / "models.config"
     config.write_text(f'model_config_list {{ config {{ name: "a" base_path: "{tmp_path}/a" }} }}')
-    cfg = ServerConfig(port=0, model_config_file=str(config), model_config_file_poll_wait_seconds=1,
-                       rest_api_port=0, file_system_poll_wait_seconds=0.1)
+    cfg = ServerConfig(port=ANY_PORT, model_config_file=str(config), model_config_file_poll_wait_seconds=1,
+                       rest_api_port=ANY_PORT, file_system_poll_wait_seconds=0.1)
     srv = ModelServer(cfg).start(timeout=120)
     try:
         url = srv.rest_url
@@ -830,7 +831,7 @@ def test_startup_fails_when_no_version_loads(tmp_path):
     base = tmp_path / "m" / "1"
     base.mkdir(parents=True)
     (base / "saved_model.pb").write_bytes(b"not a proto")
-    cfg = ServerConfig(port=0, models=[ModelConfig(name="m", base_path=str(tmp_path / "m"))], rest_api_port=0,
+    cfg = ServerConfig(port=ANY_PORT, models=[ModelConfig(name="m", base_path=str(tmp_path / "m"))], rest_api_port=ANY_PORT,
                        file_system_poll_wait_seconds=0.1, max_num_load_retries=0)
     with pytest.raises(ServerStartupError, match="1 servable\\(s\\) did not become available"):
         ModelServer(cfg).start(timeout=60)
@@ -862,21 +863,21 @@ def test_model_config_parsing_and_name_rules(tmp_path):
                                   'config { name: "a" base_path: "/n" } }')
     with pytest.raises(ConfigError):
         parse_model_server_config("model_config_list { config { name: ")
-    assert main(["--rest_api_port", "0"]) == 2  # neither a base path nor a config file
+    assert main(["--rest_api_port", "-1"]) == 2  # neither a base path nor a config file
     assert main(["--model_base_path", str(tmp_path), "--model_name", "../x"]) == 2
     with pytest.raises(ConfigError, match="http_port cannot be same as grpc_port"):
         parse_args(["--model_base_path", str(tmp_path), "--port", "9000", "--rest_api_port", "9000"])
 
 
 def test_command_line_server(store, tmp_path):
-    """tensorflow_model_server flags + main.cc: `python -m serving ... --rest_api_port 0` prints the
+    """tensorflow_model_server flags + main.cc: `python -m serving ... --rest_api_port -1` prints the
     bound address, serves, and exits 0 on SIGTERM."""
     base = str(tmp_path / "m")
     _install(store, "hpt2", os.path.join(base, "1"))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
     proc = subprocess.Popen(
         [sys.executable, "-m", "serving", "--model_name", "m", "--model_base_path", base,
-         "--rest_api_port", "0", "--port", "0"],
+         "--rest_api_port", "-1", "--port", "-1"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     lines: queue.Queue = queue.Queue()

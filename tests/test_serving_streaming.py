@@ -14,7 +14,7 @@ import pytest
 
 import export
 import zoo
-from serving.config import ModelConfig, ServerConfig
+from serving.config import ANY_PORT, ModelConfig, ServerConfig
 from serving.server import ModelServer
 from serving.streaming import TextDeltas
 
@@ -75,7 +75,7 @@ def lm_server(shakespeare_file, tmp_path_factory):
     root = tmp_path_factory.mktemp("stream")
     run = zoo.train("transformer_lm", shakespeare_file, str(root / "run"), **FAST)
     export.saved_model(run, str(root / "lm"), max_new_tokens=MAX_NEW, streaming=True)
-    config = ServerConfig(models=[ModelConfig("lm", str(root / "lm"))], port=0, rest_api_port=0,
+    config = ServerConfig(models=[ModelConfig("lm", str(root / "lm"))], port=ANY_PORT, rest_api_port=ANY_PORT,
                           file_system_poll_wait_seconds=0)
     server = ModelServer(config).start(timeout=120)
     yield server

@@ -45,7 +45,7 @@ def _serve_and_ask(base: str, name: str, prompt: str) -> str:
     import urllib.request
 
     command = [sys.executable, "-m", "zoo", "serve", f"--model_name={name}",
-               f"--model_base_path={base}", "--rest_api_port=0", "--port=0"]
+               f"--model_base_path={base}", "--rest_api_port=-1", "--port=0"]  # REST on a free port, no gRPC
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         url = None
