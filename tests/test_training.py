@@ -99,6 +99,17 @@ def test_perplexity_equals_exp_of_independent_mean_nll(trained_runs, shakespeare
     assert result["perplexity"] == pytest.approx(math.exp(total / count), rel=1e-5)
 
 
+@pytest.mark.parametrize("name", ["transformer_lm", "lstm_lm"])
+def test_load_from_the_last_checkpoint_gives_the_trained_weights(name, trained_runs):
+    """zoo.load(checkpoint=True) on a TensorFlow checkpoint (written at the last step here):
+    every weight equals model.keras's, including those TensorFlow's object graph of the Keras
+    model does not reach (saved through the optimizer's variable list)."""
+    run = trained_runs[name]
+    restored = zoo.load(run.path, checkpoint=True)
+    for a, b in zip(run.model.weights, restored.model.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_rerun_of_finished_run_loads_it(trained_runs, shakespeare_file):
     run = trained_runs["gru_lm"]
     again = zoo.train("gru_lm", shakespeare_file, run.path, verbose=0, **FAST)

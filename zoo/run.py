@@ -160,9 +160,32 @@ def load(run_dir: str, checkpoint: bool = False) -> LoadedRun:
             import tensorflow as tf
 
             latest = tf.train.latest_checkpoint(checkpoint_dir)
-            tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+            restore_training_checkpoint(model, latest)
     return LoadedRun(path=run_dir, model=model, tokenizer=tokenizer, config=config,
                      extra_tokenizers=extra_tokenizers)
+
+
+def restore_training_checkpoint(model, path: str) -> None:
+    """Restore ``model``'s weights from a training checkpoint (``zoo.fitting``'s
+    ``tf.train.Checkpoint(model=model, optimizer=optimizer)``).
+
+    TensorFlow's object graph of a Keras 3 model reaches only some of its variables; the others
+    are saved through the optimizer's list of trainable variables (in
+    ``model.trainable_variables`` order), so they are restored through a stand-in with that
+    list. Raises ``ZooError`` when a model variable finds no value in the checkpoint.
+    """
+    import tensorflow as tf
+
+    if not model.built:
+        raise ZooError("restore_training_checkpoint needs a built model")
+    optimizer = tf.Module()
+    optimizer._trainable_variables = list(model.trainable_variables)
+    status = tf.train.Checkpoint(model=model, optimizer=optimizer).restore(path)
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as err:
+        raise ZooError(f"checkpoint {path} does not match the run's model: {err}") from err
+    status.expect_partial()  # the optimizer's slots and step are not needed here
 
 
 def load_finished(run_or_dir: LoadedRun | str | os.PathLike) -> LoadedRun:
