@@ -43,8 +43,9 @@ from serving.config import (
 )
 from serving.errors import Code, ServingError
 from serving.metrics import load_monitoring_config, parse_monitoring_config
+from serving.runtime import RuntimeOptions, runtime_options
 from serving.servable import load_servable
-from serving.server import ModelServer, RuntimeOptions, ServerStartupError, main, runtime_options
+from serving.server import ModelServer, ServerStartupError, main
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
