@@ -20,6 +20,7 @@ EXPECTED = [
     "03_sampling_strategies.ipynb",
     "04_export_serve_and_mobile.ipynb",
     "05_masked_lm_translation_classification.ipynb",
+    "06_summarization_qa_search.ipynb",
 ]
 CELL_TIMEOUT_S = 600
 

@@ -26,6 +26,9 @@ _API = {
     "train": "zoo.training",
     "evaluate": "zoo.run",
     "generate": "zoo.generation",
+    "build_index": "zoo.index",
+    "load_index": "zoo.index",
+    "search": "zoo.index",
     "ZooError": "zoo.errors",
 }
 

@@ -1,4 +1,5 @@
-"""The ``zoo`` command: models, train, eval, generate, translate, fill-mask, classify, export, serve.
+"""The ``zoo`` command: models, train, eval, generate, translate, fill-mask, classify, index, search,
+export, serve.
 
 Problems with what the user asked for are printed as one line on stderr with exit status 2.
 
@@ -180,6 +181,16 @@ def _cmd_translate(args) -> int:
     return 0
 
 
+def _cmd_summarize(args) -> int:
+    from zoo.run import load
+
+    run = load(args.run)
+    for text in run.summarize(_read_texts(args), strategy=args.strategy, num_beams=args.num_beams,
+                              max_new_tokens=args.max_new_tokens):
+        print(text)
+    return 0
+
+
 def _cmd_fill_mask(args) -> int:
     from zoo.run import load
 
@@ -194,6 +205,38 @@ def _cmd_classify(args) -> int:
 
     run = load(args.run)
     print(json.dumps(run.classify(_read_texts(args)), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _cmd_index(args) -> int:
+    from zoo.index import build_index
+
+    index = build_index(args.run, args.data, args.out, batch_size=args.batch_size)
+    report = {"index": index.path, "documents": len(index), **{
+        k: index.meta[k] for k in ("dimension", "kind", "embed_seconds")}}
+    if args.export:
+        from export.search_index import export_search_model
+
+        report["export"] = export_search_model(index, args.export, top_k=args.top_k)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_search(args) -> int:
+    from zoo.index import load_index
+
+    index = load_index(args.index, run=args.run)
+    results = index.search(args.query, top_k=args.top_k)
+    print(json.dumps(results[0] if len(args.query) == 1 else results, indent=2,
+                     ensure_ascii=False))
+    return 0
+
+
+def _cmd_answer(args) -> int:
+    from zoo.run import load
+
+    run = load(args.run)
+    print(json.dumps(run.answer(args.question, args.context), indent=2, ensure_ascii=False))
     return 0
 
 
@@ -258,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True,
                    help="language models: dataset:NAME, a .txt file or a directory of .txt; "
                    "transformer_seq2seq: dataset:multi30k, SOURCE_FILE:TARGET_FILE or a two-column "
-                   "TSV; text_classifier: dataset:sst2 or a labelled TSV/CSV")
+                   "TSV; text_classifier: dataset:sst2 or a labelled TSV/CSV; bert_qa: dataset:squad or a SQuAD "
+                   "JSON file")
     p.add_argument("--out", required=True, help="run directory (rerun to resume)")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--tokenizer", choices=["char", "word", "wordpiece", "sentencepiece"],
@@ -297,10 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="validation", choices=["train", "validation", "test"])
     p.add_argument("--batch-size", type=int)
     p.add_argument("--strategy", choices=["greedy", "beam"],
-                   help="translation runs: how the BLEU/ROUGE outputs are decoded (default greedy)")
-    p.add_argument("--num-beams", type=int, help="translation runs with --strategy beam")
+                   help="translation and summarizer runs: how the BLEU/ROUGE outputs are "
+                   "decoded (default greedy)")
+    p.add_argument("--num-beams", type=int, help="translation/summarizer runs, --strategy beam")
     p.add_argument("--max-examples", type=int,
-                   help="translation runs: score the first N pairs only (default: all)")
+                   help="translation/summarizer runs: score the first N only (default: all)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_eval)
 
@@ -328,6 +373,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the model's target context")
     p.set_defaults(func=_cmd_translate)
 
+    p = sub.add_parser("summarize", help="summarise documents with a summarizer run")
+    _add_text_inputs(p)
+    p.add_argument("--strategy", default="greedy", choices=["greedy", "beam"])
+    p.add_argument("--num-beams", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="default: the model's target context")
+    p.set_defaults(func=_cmd_summarize)
+
     p = sub.add_parser("fill-mask", help="candidates for each [MASK] with a bert_mlm run (JSON)")
     _add_text_inputs(p)
     p.add_argument("--top-k", type=int, default=5)
@@ -336,6 +389,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("classify", help="label texts with a text_classifier run (JSON)")
     _add_text_inputs(p)
     p.set_defaults(func=_cmd_classify)
+
+    p = sub.add_parser("index", help="embed documents with an encoder run (bert_mlm, "
+                       "text_classifier) into a FAISS index for zoo search (JSON)")
+    p.add_argument("run")
+    p.add_argument("--data", required=True, help="documents: a .jsonl file ({\"id\", \"text\"} "
+                   "a line), a .txt file (one a line), a SQuAD .json file or dataset:squad")
+    p.add_argument("--out", required=True, help="the index directory (replaced if it is one)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--export", metavar="BASE",
+                   help="also export the index as a SavedModel with a search signature under BASE")
+    p.add_argument("--top-k", type=int, default=10, help="results per query of the export")
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("search", help="the documents of an index nearest to a query (JSON)")
+    p.add_argument("index")
+    p.add_argument("--query", action="append", required=True, help="a query (repeatable)")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--run", help="embed queries with this run (default: the index's own)")
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("answer", help="answer a question from a context with a bert_qa run "
+                       "(JSON: answer, score, start, end)")
+    p.add_argument("run")
+    p.add_argument("--question", required=True)
+    p.add_argument("--context", required=True, help="the passage holding the answer")
+    p.set_defaults(func=_cmd_answer)
 
     from export.cli import add_export_parser
     from zoo.importers import add_import_parser

@@ -35,6 +35,11 @@ MODELS: dict[str, CatalogEntry] = {
             "masked_lm", _BASE,
         ),
         CatalogEntry(
+            "bert_qa",
+            "extractive question answering: bert_mlm encoder + start/end span head",
+            "question_answering", _BASE,
+        ),
+        CatalogEntry(
             "gpt2",
             "GPT-2 (pre-norm, tanh GELU, tied embeddings); zoo import gpt2 reads checkpoints",
             "causal_lm", ("tiny", "small"),
@@ -45,6 +50,11 @@ MODELS: dict[str, CatalogEntry] = {
             "mlp_lm", "Bengio et al. (2003) feed-forward n-gram language model", "causal_lm", _BASE
         ),
         CatalogEntry("rnn_lm", "SimpleRNN (Elman) stack language model", "causal_lm", _BASE),
+        CatalogEntry(
+            "summarizer",
+            "Encoder-decoder Transformer summarizer, one shared vocabulary (SciTLDR)",
+            "summarization", _BASE,
+        ),
         CatalogEntry(
             "text_classifier",
             "text classifier: pooled Transformer (bert_mlm) or LSTM encoder + dense head",

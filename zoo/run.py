@@ -74,6 +74,22 @@ class LoadedRun:
         """Labels and class scores; see ``zoo.tasks.classification.classify``."""
         return self._task_call("classify", "classification", texts, **kwargs)
 
+    def summarize(self, texts, **kwargs):
+        """Summarise document(s) (str or list); see ``zoo.tasks.summarization.summarize``."""
+        return self._task_call("summarize", "summarization", texts, **kwargs)
+
+    def build_index(self, data: str, out: str, **kwargs):
+        """Embed the documents of ``data`` with this run's encoder into a FAISS index at
+        ``out``; see ``zoo.index.build_index`` (search it with ``zoo.search``)."""
+        import importlib
+
+        # zoo.index sits above this module (it loads runs), as the tasks do: looked up, not imported
+        return importlib.import_module("zoo.index").build_index(self, data, out, **kwargs)
+
+    def answer(self, question, context):
+        """The answer span of a question on a context; see ``zoo.tasks.question_answering``."""
+        return self._task_call("answer", "question_answering", question, context)
+
     @property
     def line_corpus(self) -> bool:
         """Trained on sentences ([BOS] ... [EOS]) rather than a continuous stream."""

@@ -19,6 +19,7 @@ STREAM = "stream"
 LINES = "lines"
 PAIRS = "pairs"
 LABELLED = "labelled"
+QA = "qa"  # SQuAD-style JSON: articles -> paragraphs -> questions (zoo.data.squad splits them)
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 STREAM_SPLITS = (TRAIN, VALIDATION)
@@ -52,8 +53,9 @@ class DatasetSpec:
 
     ``kind``: ``"stream"`` (one text; ``split_files`` has the single entry ``("all", file)`` and the
     splits are cut by characters, ``train_fraction`` for train), ``"lines"`` (one sentence a line,
-    one file a split), ``"pairs"`` (line-aligned translation files; the file names hold ``{lang}``)
-    or ``"labelled"`` (TSV ``label<TAB>text`` with a header).
+    one file a split), ``"pairs"`` (line-aligned translation files; the file names hold ``{lang}``),
+    ``"labelled"`` (TSV ``label<TAB>text`` with a header) or ``"qa"`` (SQuAD JSON; every split
+    names the same file, cut by article in :mod:`zoo.data.squad`).
     """
 
     name: str
@@ -102,6 +104,7 @@ _MULTI30K = f"{_GH}/multi30k/dataset/{_MULTI30K_COMMIT}/data/task1/raw"
 _RNNLM_COMMIT = "e26dff5d8f4b5d07ee459f192ee2131923d7584f"
 _GLUE_SST2_ZIP = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
 _GLUE_SST2_ZIP_SHA256 = "d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa"
+_SCITLDR = f"{_GH}/allenai/scitldr/5ccad9c00a60ad75c9e04abf7f27d0f53f983b20/SciTLDR-Data/SciTLDR-A"
 
 
 def _multi30k_file(filename: str, sha256: str) -> DataFile:
@@ -241,6 +244,42 @@ DATASETS: dict[str, DatasetSpec] = {
         split_files=((TRAIN, "train.tsv"), (VALIDATION, "dev.tsv"), (TEST, "test.tsv")),
         homepage="https://gluebenchmark.com/tasks",
         license="research use",
+    ),
+    "scitldr": DatasetSpec(
+        name="scitldr",
+        kind="summaries",  # zoo.data.summaries: JSON lines, source sentences -> target TLDRs
+        description="SciTLDR-A: paper abstract -> one-sentence TLDR (1,992 / 619 / 618 papers)",
+        files=tuple(
+            DataFile(f"{split}.jsonl", digest, f"{_SCITLDR}/{split}.jsonl")
+            for split, digest in (
+                ("train", "b222771d387be585cfdf5ae957b36757138415a352e0a3e3b23f73f87c3b1119"),
+                ("dev", "3191fa98ccc09521332b7a1cd63b1930be4e8df125a235ccd31e40329709525e"),
+                ("test", "fb42dd6cd4f4a1928ae8a01a189456fbfe994a07e938bd49f68653933f6503c9"),
+            )
+        ),
+        split_files=((TRAIN, "train.jsonl"), (VALIDATION, "dev.jsonl"), (TEST, "test.jsonl")),
+        homepage="https://github.com/allenai/scitldr",
+        license="Apache License 2.0; cite Cachola et al. 2020",
+    ),
+    "squad": DatasetSpec(
+        name="squad",
+        kind=QA,
+        description="SQuAD v1.1 dev set (48 articles, 10,570 questions); split by article",
+        files=(
+            DataFile(
+                "dev-v1.1.json",
+                "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9",
+                "https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v1.1.json",
+                note="only the dev set is used: zoo.data.squad splits its articles",
+            ),
+        ),
+        split_files=(
+            (TRAIN, "dev-v1.1.json"),
+            (VALIDATION, "dev-v1.1.json"),
+            (TEST, "dev-v1.1.json"),
+        ),
+        homepage="https://rajpurkar.github.io/SQuAD-explorer/",
+        license="CC BY-SA 4.0",
     ),
 }
 

@@ -5,9 +5,11 @@
 from zoo import metrics as _metrics  # noqa: F401
 from zoo.models import (  # noqa: F401
     bert_mlm,
+    bert_qa,
     gpt2,
     mlp_lm,
     recurrent_lm,
+    summarizer,
     text_classifier,
     transformer_lm,
     transformer_seq2seq,

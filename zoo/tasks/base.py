@@ -8,6 +8,7 @@ trainer, its ``zoo eval`` metrics and its SavedModel signatures:
     masked_lm        L = -1/N sum_{masked i} log p(w_i | masked text)     zoo.tasks.masked_lm
     seq2seq          L = -1/N sum_t log p(y_t | y_<t, x)  (teacher-forced) zoo.tasks.seq2seq
     classification   L = -1/N sum_n log softmax(z_n)_{y_n}                zoo.tasks.classification
+    question_answering L = -1/2N sum_n (log p(start_n) + log p(end_n))   zoo.tasks.question_answering
 
 ``get_task(name)`` imports the task's module on first use (``TASK_MODULES``), so importing the
 registry imports no task, no Keras and no TensorFlow: ``zoo.run`` (whose ``LoadedRun`` dispatches
@@ -32,6 +33,8 @@ TASK_MODULES: dict[str, str] = {
     "masked_lm": "zoo.tasks.masked_lm",
     "seq2seq": "zoo.tasks.seq2seq",
     "classification": "zoo.tasks.classification",
+    "summarization": "zoo.tasks.summarization",
+    "question_answering": "zoo.tasks.question_answering",
 }
 DEFAULT_TASK = "causal_lm"  # the task of runs written before runs recorded one
 
