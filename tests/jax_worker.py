@@ -31,7 +31,7 @@ VOCAB = 40
 
 
 def _inputs(name: str, data: dict):
-    if name == "transformer_seq2seq":
+    if "source" in data:  # encoder-decoder models (translation, summarization)
         return data["source"], data["target"]
     return data["ids"]
 
@@ -42,6 +42,11 @@ def _fit_one_step(model, name: str, data: dict) -> float:
         y = data["labels"]
         model.compile(optimizer="adam",
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    elif get_spec(name).task == "question_answering":
+        from zoo.models.bert_qa import SpanLoss
+
+        y = data["labels"]
+        model.compile(optimizer="adam", loss=SpanLoss())
     else:
         y = data["labels"]
         model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss=masked_lm_loss,

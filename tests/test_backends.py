@@ -31,6 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 VOCAB = 40
 CAUSAL = ["gpt2", "gru_lm", "lstm_lm", "mlp_lm", "rnn_lm", "transformer_lm"]
+SEQ2SEQ_TASKS = ("seq2seq", "summarization")  # models called on (source, target)
 FAST = ["--max-steps", "30", "--batch-size", "4", "--seq-len", "32", "--quiet",
         "--set", "checkpoint_every=10", "--set", "eval_batches=2"]
 
@@ -55,11 +56,14 @@ def _inputs(name: str, rng: np.random.Generator) -> dict:
     ids = rng.integers(4, VOCAB, size=(2, 10)).astype("int32")
     ids[1, 7:] = 0  # a padded row: padding masks (encoders) must agree too
     data = {"ids": ids, "labels": np.roll(ids, -1, axis=1)}
-    if name == "transformer_seq2seq":
+    task = get_spec(name).task
+    if task in SEQ2SEQ_TASKS:
         data.update(source=ids, target=rng.integers(4, VOCAB, size=(2, 8)).astype("int32"))
         data["labels"] = np.roll(data["target"], -1, axis=1)
-    if get_spec(name).task == "classification":
+    if task == "classification":
         data["labels"] = np.array([0, 1], "int32")
+    if task == "question_answering":
+        data["labels"] = np.array([[1, 3], [2, 2]], "int32")  # answer span [start, end]
     return data
 
 
@@ -74,7 +78,7 @@ def jax_families(tmp_path_factory):
         np.savez(in_dir / f"{name}.inputs.npz", **data)
         model = build_model(name, vocab_size=VOCAB, preset="tiny")
         model.save_weights(str(in_dir / f"{name}.weights.h5"))
-        x = (data["source"], data["target"]) if name == "transformer_seq2seq" else data["ids"]
+        x = (data["source"], data["target"]) if "source" in data else data["ids"]
         tf_logits[name] = np.asarray(model(x, training=False))
         if hasattr(model, "call_with_cache"):
             tf_decoded[name] = decode_outputs(model)
