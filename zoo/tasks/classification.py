@@ -152,18 +152,8 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
     valid_texts, valid_labels = labelled.load_labelled(data, "validation")
     x_valid = encode(tok, valid_texts, seq_len)
     y_valid = labelled.label_ids(valid_labels, names, data)
-    batch = settings.batch_size
-    if settings.max_steps is not None:
-        total_steps = settings.max_steps
-    else:
-        total_steps = (settings.epochs or 1) * math.ceil(len(x_train) / batch)
-
-    def make_train_ds(start_step: int, num_steps: int) -> tf.data.Dataset:
-        return training_dataset(x_train, y_train, batch, settings.seed, start_step, num_steps)
-
-    def make_valid_ds() -> tf.data.Dataset:
-        valid = tf.data.Dataset.from_tensor_slices((x_valid, y_valid)).batch(batch)
-        return valid.take(settings.eval_batches) if settings.eval_batches else valid
+    total_steps, make_train_ds, make_valid_ds = array_datasets(x_train, y_train, x_valid, y_valid,
+                                                               settings)
 
     def build():
         built = build_model(model, vocab_size, preset, **dataclasses.asdict(model_config))
@@ -185,11 +175,32 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
     result = fit_resumable(out, settings, strategy, worker, plan, verbose=verbose)
     metrics = {}
     if result.is_chief:
-        final = scores_report(predict_probabilities(result.model, x_valid, batch, verbose),
+        final = scores_report(predict_probabilities(result.model, x_valid, settings.batch_size, verbose),
                               y_valid, names)
         metrics = result.summary(settings)
         metrics.update(total_steps=total_steps, validation=final)
     return finish_run(out, result, metrics, record, tok)
+
+
+def array_datasets(x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray,
+                   y_valid: np.ndarray, settings):
+    """``(total_steps, make_train_ds, make_valid_ds)`` of a ``FitPlan`` over in-memory arrays:
+    ``settings.max_steps`` (else ``epochs`` passes over ``x_train``), training batches drawn by
+    ``training_dataset``, validation in order (``settings.eval_batches`` of them, 0: all)."""
+    batch = settings.batch_size
+    if settings.max_steps is not None:
+        total_steps = settings.max_steps
+    else:
+        total_steps = (settings.epochs or 1) * math.ceil(len(x_train) / batch)
+
+    def make_train_ds(start_step: int, num_steps: int) -> tf.data.Dataset:
+        return training_dataset(x_train, y_train, batch, settings.seed, start_step, num_steps)
+
+    def make_valid_ds() -> tf.data.Dataset:
+        valid = tf.data.Dataset.from_tensor_slices((x_valid, y_valid)).batch(batch)
+        return valid.take(settings.eval_batches) if settings.eval_batches else valid
+
+    return total_steps, make_train_ds, make_valid_ds
 
 
 def training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,

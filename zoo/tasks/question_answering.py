@@ -25,7 +25,6 @@ Export signature ``answer`` (also ``serving_default``), batch ``B``:
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 import shutil
@@ -54,7 +53,7 @@ from zoo.models.bert_mlm import ENCODER_FIELDS
 from zoo.qa_metrics import squad_scores
 from zoo.run import LoadedRun
 from zoo.tasks.base import Task, register_task
-from zoo.tasks.classification import _pretrained, copy_pretrained_encoder, training_dataset
+from zoo.tasks.classification import _pretrained, array_datasets, copy_pretrained_encoder
 from zoo.tasks.export_module import ExportModule
 from zoo.tasks.qa_spans import (
     OffsetWordPiece,
@@ -176,18 +175,8 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
     with progress.stage(f"windowing {len(train_examples)} + {len(valid_examples)} questions"):
         x_train, y_train = encode_examples(offsets, train_examples, spans)
         x_valid, y_valid = encode_examples(offsets, valid_examples, spans)
-    batch = settings.batch_size
-    if settings.max_steps is not None:
-        total_steps = settings.max_steps
-    else:
-        total_steps = (settings.epochs or 1) * math.ceil(len(x_train) / batch)
-
-    def make_train_ds(start_step: int, num_steps: int) -> tf.data.Dataset:
-        return training_dataset(x_train, y_train, batch, settings.seed, start_step, num_steps)
-
-    def make_valid_ds() -> tf.data.Dataset:
-        valid = tf.data.Dataset.from_tensor_slices((x_valid, y_valid)).batch(batch)
-        return valid.take(settings.eval_batches) if settings.eval_batches else valid
+    total_steps, make_train_ds, make_valid_ds = array_datasets(x_train, y_train, x_valid, y_valid,
+                                                               settings)
 
     def build():
         built = build_model(model, vocab_size, preset, **dataclasses.asdict(model_config))
