@@ -322,6 +322,18 @@ def translate(run: LoadedRun, texts, strategy: str = "greedy", num_beams: int = 
 # --------------------------------------------------------------------------------------------------
 
 
+def decoded_outputs(model, source_tokenizer, target_tokenizer, text, output_name: str, *,
+                    max_new_tokens: int, **settings) -> dict:
+    """A decoding signature's outputs for source strings ``text`` ``[B]``: ``output_name`` the
+    decoded strings ``[B]``, ``token_ids`` int32 ``[B, N]`` (0-padded to the longest row) and
+    ``num_tokens`` int32 ``[B]`` (translation's ``target``, summarization's ``summary``)."""
+    ids = source_ids(source_tokenizer, text, model.max_source_length)
+    new_ids, num_new = translate_ids(model, ids, max_new_tokens=max_new_tokens, **settings)
+    longest = tf.reduce_max(tf.concat([num_new, [0]], axis=0))
+    return {output_name: target_tokenizer.detokenize(new_ids),
+            "token_ids": new_ids[:, :longest], "num_tokens": num_new}
+
+
 class _TranslationModule(ExportModule):
     """The SavedModel's object graph: the model's variables, both tokenizers, the signatures."""
 
@@ -338,12 +350,8 @@ class _TranslationModule(ExportModule):
         self.translate_beam = self.function(self._translate_beam, spec)
 
     def _run(self, source, **settings):
-        model = self.keras_model
-        ids = source_ids(self.source_tokenizer, source, model.max_source_length)
-        new_ids, num_new = translate_ids(model, ids, max_new_tokens=self._max_new, **settings)
-        longest = tf.reduce_max(tf.concat([num_new, [0]], axis=0))
-        return {"target": self.target_tokenizer.detokenize(new_ids),
-                "token_ids": new_ids[:, :longest], "num_tokens": num_new}
+        return decoded_outputs(self.keras_model, self.source_tokenizer, self.target_tokenizer,
+                               source, "target", max_new_tokens=self._max_new, **settings)
 
     def _translate(self, source):
         return self._run(source, strategy="greedy")

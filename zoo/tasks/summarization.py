@@ -46,7 +46,6 @@ from zoo.files import CONFIG_FILE, MODEL_FILE, TOKENIZER_DIR, read_json
 from zoo.fitting import FitPlan, finish_run, fit_resumable, open_run, write_record
 from zoo.metrics import Perplexity, TokenNLL, masked_lm_loss
 from zoo.models import build_model, make_config
-from zoo.models.transformer_seq2seq import translate_ids
 from zoo.run import LoadedRun
 from zoo.summary_metrics import rouge_best_reference
 from zoo.tasks import seq2seq
@@ -318,12 +317,8 @@ class _SummarizationModule(ExportModule):
         ]
         with tf.control_dependencies(checks):
             text = tf.identity(text)
-        model = self.keras_model
-        ids = seq2seq.source_ids(self.tokenizer, text, model.max_source_length)
-        new_ids, num_new = translate_ids(model, ids, max_new_tokens=self._max_new, **settings)
-        longest = tf.reduce_max(tf.concat([num_new, [0]], axis=0))
-        return {SUMMARY_OUTPUT: self.tokenizer.detokenize(new_ids),
-                "token_ids": new_ids[:, :longest], "num_tokens": num_new}
+        return seq2seq.decoded_outputs(self.keras_model, self.tokenizer, self.tokenizer, text,
+                                       SUMMARY_OUTPUT, max_new_tokens=self._max_new, **settings)
 
     def _summarize(self, text):
         return self._run(text, strategy="greedy")
