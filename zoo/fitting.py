@@ -21,6 +21,7 @@ Two engines share the optimiser, the callbacks and the run directory:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 
 import keras
 
-from zoo import backends, progress
+from zoo import backends, pretrained_vectors, progress
 from zoo.config import TrainConfig
 from zoo.errors import ZooError
 from zoo.files import (
@@ -368,6 +369,7 @@ must be created there to be aggregated across replicas) and the mixed-precision 
     ``make_valid_ds()`` the validation batches measured at every checkpoint; ``monitor`` the
     validation metric (lower is better unless ``monitor_mode="max"``) for early stopping.
     ``agree``: values every worker of a multi-worker run must share (checked before training).
+    ``tokenizer``: the run's, whose tokens ``model.embeddings`` (pretrained word vectors) match.
     """
 
     build_model: Callable[[], keras.Model]
@@ -381,6 +383,7 @@ must be created there to be aggregated across replicas) and the mixed-precision 
     agree: dict = field(default_factory=dict)
     no_decay: tuple[str, ...] = ("bias", "gamma", "beta", "embeddings")
     tokens_per_step: int | None = None  # for the progress lines' tok/s (None: steps/s)
+    tokenizer: object = None  # the run's tokenizer (for model.embeddings)
 
 
 @dataclass
@@ -528,15 +531,39 @@ def fit_resumable(out: str, settings: TrainConfig, strategy, worker, plan: FitPl
 
     ``settings.batch_size`` is the global batch under every strategy; the learning rate is not
     rescaled, so the same settings train the same model whatever the strategy. Runs on the
-    Keras backend of the process, which must be ``settings.backend``.
+    Keras backend of the process, which must be ``settings.backend``. Pretrained word vectors
+    (``model.embeddings``, ``model.freeze_embeddings``) go into each newly built model
+    (``_with_pretrained_vectors``).
     """
     backends.ensure(settings.backend)
+    plan = _with_pretrained_vectors(out, settings, worker, plan, verbose)
     if settings.backend == "tensorflow":
         return _fit_tensorflow(out, settings, strategy, worker, plan, verbose)
     if strategy is not None:
         raise ZooError(f"distribute={settings.distribute!r} needs --backend tensorflow "
                        "(tf.distribute); on JAX the zoo trains on one device")
     return _fit_portable(out, settings, worker, plan, verbose)
+
+
+def _with_pretrained_vectors(out: str, settings: TrainConfig, worker, plan: FitPlan,
+                             verbose: int) -> FitPlan:
+    """``plan`` whose ``build_model`` also applies ``model.embeddings`` /
+    ``model.freeze_embeddings`` (``zoo.pretrained_vectors.initialise``): the vectors when the run
+    starts from scratch, only the freeze when it resumes from a checkpoint (whose weights are
+    restored over them). The freeze comes before the optimizer is built, so the optimizer never
+    holds (or restores) slots for the frozen table."""
+    if not settings.model_overrides.get(pretrained_vectors.EMBEDDINGS):
+        return plan
+    checkpoint_dir = os.path.join(out, CHECKPOINT_DIR)
+    resuming = bool(portable_checkpoints(checkpoint_dir)) or _has_tf_checkpoint(checkpoint_dir)
+    build = plan.build_model
+
+    def build_with_vectors() -> keras.Model:
+        return pretrained_vectors.initialise(
+            build(), settings.model_overrides, plan.tokenizer, out=out, resuming=resuming,
+            is_chief=worker.is_chief, model_name=settings.model, verbose=verbose)
+
+    return dataclasses.replace(plan, build_model=build_with_vectors)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from zoo.config import TrainConfig
 from zoo.errors import ZooError
 from zoo.fitting import gpu_available
 from zoo.models import get_spec
+from zoo.pretrained_vectors import settings_of
 from zoo.run import LoadedRun
 from zoo.tasks import get_task
 
@@ -36,14 +37,17 @@ def make_settings(model: str, data: str, preset: str, tokenizer: str | None,
                   default_tokenizer: str = "char") -> TrainConfig:
     """``TrainConfig`` from ``zoo.train``'s arguments; a bad setting raises ``ZooError``.
 
-    ``backend`` defaults to the Keras backend of the process, and must be it."""
+    ``backend`` defaults to the Keras backend of the process, and must be it. Pretrained word
+    vectors (``model.embeddings`` / ``model.freeze_embeddings``) are checked and kept in
+    ``model_overrides`` with an absolute path (``zoo.pretrained_vectors.settings_of``): recorded
+    in ``config.json``, applied by ``zoo.fitting.fit_resumable``."""
     try:
         settings = TrainConfig(
             model=model,
             data=data,
             preset=preset,
             tokenizer=tokenizer or default_tokenizer,
-            model_overrides=dict(model_overrides or {}),
+            model_overrides=settings_of(dict(model_overrides or {}), get_spec(model).task),
             **train_settings,
         )
     except TypeError as err:

@@ -118,6 +118,10 @@ class BertEncoder(keras.layers.Layer):
         if self.final_norm is not None:
             self.final_norm.build(hidden)
 
+    def token_embedding_layer(self) -> keras.layers.Embedding:
+        """The ``(vocab_size, d_model)`` token embedding (``zoo.pretrained_vectors``)."""
+        return self.embedding.token_embedding
+
     def call(self, token_ids, training=None):
         token_ids = ops.cast(token_ids, "int32")
         padding = ops.not_equal(token_ids, PAD_ID)  # (B, T) True = real key
@@ -188,6 +192,11 @@ class BertMLM(keras.Model):
         self.output_bias = self.add_weight(name="output_bias", shape=(self.vocab_size,),
                                            initializer="zeros")
         self(ops.zeros((1, 3), "int32"))  # create the weights now
+
+    def token_embedding_layer(self) -> keras.layers.Embedding:
+        """The encoder's ``(vocab_size, d_model)`` token embedding, also the MLM head's output
+        table (tied; ``zoo.pretrained_vectors``)."""
+        return self.encoder.token_embedding_layer()
 
     def encode(self, token_ids, training=None):
         """Final hidden states (B, T, d_model)."""

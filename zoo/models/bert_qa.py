@@ -106,6 +106,10 @@ class BertQA(keras.Model):
         self.span_head = keras.layers.Dense(2, name="span_head", dtype="float32")
         self(ops.zeros((1, 3), "int32"))  # create the weights now
 
+    def token_embedding_layer(self) -> keras.layers.Embedding:
+        """The encoder's ``(vocab_size, d_model)`` token embedding (``zoo.pretrained_vectors``)."""
+        return self.encoder.token_embedding_layer()
+
     def call(self, token_ids, training=None):
         token_ids = ops.cast(token_ids, "int32")
         hidden = self.encoder(token_ids, training=training)  # (B, T, d)

@@ -102,6 +102,10 @@ class MLPLM(CausalLM):
             logits = logits + self.direct(x)
         return logits
 
+    def token_embedding_layer(self) -> keras.layers.Embedding:
+        """The ``(vocab_size, embedding_dim)`` token embedding (``zoo.pretrained_vectors``)."""
+        return self.embedding
+
     def call(self, token_ids, training=None):
         token_ids = ops.cast(token_ids, "int32")
         pad = ops.full((ops.shape(token_ids)[0], self.context_size - 1), PAD_ID, "int32")

@@ -74,6 +74,10 @@ class RecurrentLM(CausalLM):
         self.lm_head = keras.layers.Dense(vocab_size, dtype="float32", name="lm_head")
         self(ops.zeros((1, 1), "int32"))  # create the weights now
 
+    def token_embedding_layer(self) -> keras.layers.Embedding:
+        """The ``(vocab_size, embedding_dim)`` token embedding (``zoo.pretrained_vectors``)."""
+        return self.embedding
+
     def call(self, token_ids, training=None):
         x = self.embedding(token_ids)  # (B, T, E)
         h = self.rnn(x, training=training)  # (B, T, U)

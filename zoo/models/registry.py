@@ -26,6 +26,9 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+# model.<name> settings that training applies to a built model, not part of any config
+# (pretrained word vectors: zoo.pretrained_vectors)
+TRAINING_SETTINGS = ("embeddings", "freeze_embeddings")
 
 
 def register(spec: ModelSpec) -> ModelSpec:
@@ -60,18 +63,22 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def make_config(name: str, preset: str = "tiny", **overrides):
-    """The config dataclass of ``name`` at ``preset`` with ``overrides`` applied (checked)."""
+    """The config dataclass of ``name`` at ``preset`` with ``overrides`` applied (checked).
+
+    The settings training applies to a built model (``zoo.pretrained_vectors.SETTINGS``:
+    ``embeddings``, ``freeze_embeddings``) are not part of the config and are left out."""
     spec = get_spec(name)
     if preset not in spec.presets:
         raise ZooError(
             f"unknown preset {preset!r} for model {name!r}; choose one of: {', '.join(spec.presets)}"
         )
+    overrides = {k: v for k, v in overrides.items() if k not in TRAINING_SETTINGS}
     fields = {f.name for f in dataclasses.fields(spec.config_class)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ZooError(
             f"unknown setting(s) {', '.join(unknown)} for model {name!r}; "
-            f"valid: {', '.join(sorted(fields))}"
+            f"valid: {', '.join(sorted(fields | set(TRAINING_SETTINGS)))}"
         )
     types = {f.name: type(f.default) for f in dataclasses.fields(spec.config_class)}
     for key, value in overrides.items():
@@ -95,6 +102,12 @@ def build_model(name: str, vocab_size: int, preset: str = "tiny", **overrides) -
     Example:
         >>> model = build_model("transformer_lm", vocab_size=65, preset="tiny", num_layers=2)
     """
+    given = sorted(set(overrides) & set(TRAINING_SETTINGS))
+    if given:
+        raise ZooError(
+            f"{', '.join(given)}: applied by training (zoo.train), not by build_model; load word "
+            "vectors into a built model with zoo.pretrained_vectors.load_into(model, tokenizer, FILE)"
+        )
     if int(vocab_size) < NUM_SPECIAL + 1:
         raise ZooError(
             f"vocab_size must be at least {NUM_SPECIAL + 1} ({NUM_SPECIAL} reserved ids). "

@@ -88,6 +88,10 @@ class LSTMEncoder(keras.layers.Layer):
         self.embedding.build(tuple(input_shape))
         self.rnn.build(tuple(input_shape) + (self.units,))
 
+    def token_embedding_layer(self) -> keras.layers.Embedding:
+        """The ``(vocab_size, units)`` token embedding (``zoo.pretrained_vectors``)."""
+        return self.embedding
+
     def call(self, token_ids, training=None):
         return self.rnn(self.embedding(ops.cast(token_ids, "int32")), training=training)
 
@@ -136,6 +140,11 @@ class TextClassifier(keras.Model):
         self.head_dropout = keras.layers.Dropout(classifier_dropout, dtype=self.dtype_policy)
         self.head = keras.layers.Dense(self.num_classes, name="head", dtype="float32")
         self(ops.zeros((1, 3), "int32"))  # create the weights now
+
+    def token_embedding_layer(self) -> keras.layers.Embedding:
+        """The encoder's ``(vocab_size, d_model)`` token embedding, Transformer or LSTM
+        (``zoo.pretrained_vectors``)."""
+        return self.encoder.token_embedding_layer()
 
     def pool(self, token_ids, training=None):
         """The pooled sentence vector (B, d)."""

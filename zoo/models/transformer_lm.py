@@ -139,6 +139,11 @@ class TransformerLM(CausalLM):
         )
         self(ops.zeros((1, min(2, max_length)), "int32"))  # create the weights now
 
+    def token_embedding_layer(self) -> keras.layers.Embedding:
+        """The ``(vocab_size, d_model)`` token embedding, also the output projection when the
+        embeddings are tied (``zoo.pretrained_vectors``)."""
+        return self.embedding.token_embedding
+
     def _project(self, h):
         """(B, T, d) hidden states -> (B, T, V) float32 logits."""
         if self.final_norm is not None:

@@ -162,6 +162,12 @@ class TransformerSeq2Seq(keras.Model):
         )
         self((ops.zeros((1, 2), "int32"), ops.zeros((1, 2), "int32")))  # create the weights
 
+    def token_embedding_layer(self) -> keras.layers.Embedding:
+        """The decoder's ``(vocab_size, d_model)`` target-token embedding (also the output
+        projection when tied): the table of the run's (target) tokenizer. The source embedding
+        is ``self.source_embedding.token_embedding`` (``zoo.pretrained_vectors``)."""
+        return self.target_embedding.token_embedding
+
     # -- the two halves ------------------------------------------------------------------------
 
     def encode(self, source_ids, training=None):

@@ -222,6 +222,7 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
             "the vocabulary size": vocab_size,
             "the training data (checksum of its token ids)": data_fingerprint,
         },
+        tokenizer=tok,  # model.embeddings matches its tokens
     )
     result = fit_resumable(out, settings, strategy, worker, plan, verbose=verbose)
     metrics = {}

@@ -54,7 +54,7 @@ from zoo.fitting import (
     write_record,
 )
 from zoo.metrics import classification_scores
-from zoo.models import build_model
+from zoo.models import build_model, make_config
 from zoo.models.bert_mlm import ENCODER_FIELDS
 from zoo.run import LoadedRun
 from zoo.tasks.base import Task, register_task
@@ -103,6 +103,7 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
     pretrained = overrides.get("pretrained") or ""
     pre_config = None
     if pretrained:
+        make_config(model, preset, pretrained=str(pretrained))  # a model with no encoder refuses
         pretrained = os.path.abspath(os.path.expanduser(str(pretrained)))
         overrides["pretrained"] = pretrained
         pre_config = _pretrained(pretrained)
@@ -171,6 +172,7 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
         monitor="val_accuracy",
         monitor_mode="max",
         agree={"the vocabulary size": vocab_size, "the training rows": len(x_train)},
+        tokenizer=tok,  # model.embeddings matches its tokens
     )
     result = fit_resumable(out, settings, strategy, worker, plan, verbose=verbose)
     metrics = {}

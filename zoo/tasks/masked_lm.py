@@ -147,6 +147,7 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
         monitor="val_token_nll",
         tokens_per_step=settings.batch_size * seq_len,
         agree={"the vocabulary size": tok.vocab_size, "the training rows": len(train_rows)},
+        tokenizer=base,  # model.embeddings matches its tokens ([MASK] keeps its random row)
     )
     result = fit_resumable(out, settings, strategy, worker, plan, verbose=verbose)
     metrics = {}

@@ -1,0 +1,256 @@
+"""Pretrained word vectors (``model.embeddings``): word2vec / GloVe text files into the token
+embeddings of a model, exactly the matched rows, static or fine-tuned, through ``zoo.train``
+and its resume."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+import zoo
+from zoo import pretrained_vectors as pv
+from zoo.config import parse_settings
+from zoo.errors import ZooError
+from zoo.models import build_model, make_config
+from zoo.tokenizers import WordTokenizer
+
+DIM = 32  # lstm_lm tiny's embedding_dim
+TRAIN = dict(tokenizer="word", max_steps=4, batch_size=4, seq_len=16, checkpoint_every=2,
+             eval_batches=1, verbose=0)
+
+
+def _write(path, words, vectors, header: bool, opener=open) -> str:
+    with opener(path, "wt", encoding="utf-8") as f:
+        if header:
+            f.write(f"{len(words)} {vectors.shape[1]}\n")
+        for word, vector in zip(words, vectors, strict=True):
+            f.write(word + " " + " ".join(repr(float(x)) for x in vector) + "\n")
+    return str(path)
+
+
+def _table(model) -> np.ndarray:
+    return keras.ops.convert_to_numpy(model.token_embedding_layer().embeddings)
+
+
+@pytest.fixture(scope="module")
+def small_vectors(tmp_path_factory):
+    """Words of several cases (both "The" and "the"; "cat" only lower-cased) and their vectors."""
+    words = ["the", "The", "cat", "dog", "mouse", "a word"]  # GloVe's large files hold spaces
+    vectors = np.random.default_rng(0).normal(size=(len(words), DIM)).astype(np.float32)
+    root = tmp_path_factory.mktemp("vectors")
+    return words, vectors, root
+
+
+# ------------------------------------------------------------------------------------------------
+# reading the files
+
+
+def test_glove_word2vec_and_gzip_files_read_the_same(small_vectors):
+    words, vectors, root = small_vectors
+    w2v = pv.read_vectors(_write(root / "v.w2v.txt", words, vectors, header=True))
+    glove = pv.read_vectors(_write(root / "v.glove.txt", words, vectors, header=False))
+    packed = pv.read_vectors(_write(root / "v.txt.gz", words, vectors, header=True, opener=gzip.open))
+    assert (w2v.format, glove.format, packed.format) == ("word2vec", "glove", "word2vec")
+    for read in (w2v, glove, packed):
+        assert read.words == words and read.dim == DIM
+        np.testing.assert_array_equal(read.vectors, vectors)
+    only = pv.read_vectors(str(root / "v.glove.txt"), keep={"dog", "cat"})
+    assert only.words == ["cat", "dog"]
+    np.testing.assert_array_equal(only.vectors, vectors[2:4])
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "is empty"),
+    ("3 2\nthe 0.1 0.2\na 0.3 0.4\n", "announces 3 vectors but the file holds 2"),
+    ("the 0.1 0.2 0.3\na 0.3 0.4\n", "line 2: 2 values after the word, but the file's vectors have 3"),
+    ("the 0.1 0.2\na 0.3 0.4 0.5\n", "line 2: 3 values after the word, but the file's vectors have 2"),
+    ("2 2\nthe 0.1 0.2\na 0.3 zero\n", "line 3: 'zero' is not a number"),
+    ("the 0.1 nan\n", "line 1: the vector holds inf or nan"),
+    ("2 0\n", "line 1: expected 'COUNT DIM'"),
+])
+def test_malformed_files_are_clear_errors(tmp_path, content, message):
+    path = tmp_path / "bad.txt"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ZooError, match=message):
+        pv.read_vectors(str(path))
+
+
+def test_missing_and_binary_files_are_clear_errors(tmp_path):
+    with pytest.raises(ZooError, match="no word-vector file"):
+        pv.read_vectors(str(tmp_path / "absent.txt"))
+    binary = tmp_path / "vectors.bin"
+    binary.write_bytes(b"2 2\nthe \x9a\x99\x99\x3d\xcd\xcc\x4c\x3e\n")  # word2vec binary rows
+    with pytest.raises(ZooError, match="not UTF-8 text: a binary word2vec file"):
+        pv.read_vectors(str(binary))
+
+
+# ------------------------------------------------------------------------------------------------
+# tokens to words
+
+
+def test_only_whole_word_tokens_are_looked_up():
+    special = {0, 1, 2, 3}
+    base = ["<pad>", "<unk>", "<bos>", "<eos>"]
+    assert pv.token_words("word", [*base, "the", "Cat"], special) == {4: "the", 5: "Cat"}
+    assert pv.token_words("wordpiece", [*base, "play", "##ing", "[MASK]"], special) == {
+        4: "play", 6: "[MASK]"}
+    assert pv.token_words("sentencepiece", [*base, "\u2581the", "ing", "\u2581", "<0x41>"],
+                          special) == {4: "the"}
+    # GPT-2's byte-level BPE: real tokens at ids 0-3, "Ġ" marks a word start
+    assert pv.token_words("byte_bpe", ["\u0120the", "a", "\u0120cat", "<|endoftext|>"], {3}) == {
+        0: "the", 2: "cat"}
+    rows, exact = pv.match_tokens({4: "The", 5: "Cat", 6: "emu"}, {"The": 0, "the": 1, "cat": 2})
+    assert rows == {4: 0, 5: 2} and exact == 1  # exact first, then lower-cased
+
+
+# ------------------------------------------------------------------------------------------------
+# into a model
+
+
+@pytest.fixture(scope="module")
+def word_tokenizer():
+    return WordTokenizer(["the", "The", "Cat", "dog", "zebra", "word"])
+
+
+def test_vectors_set_exactly_the_matched_rows(small_vectors, word_tokenizer):
+    words, vectors, root = small_vectors
+    path = _write(root / "rows.txt", words, vectors, header=False)
+    keras.utils.set_random_seed(7)
+    plain = build_model("lstm_lm", word_tokenizer.vocab_size)
+    keras.utils.set_random_seed(7)
+    model = build_model("lstm_lm", word_tokenizer.vocab_size)
+    matched = pv.load_into(model, word_tokenizer, path, verbose=0)
+    # ids: 0-3 reserved, 4 the, 5 The, 6 Cat, 7 dog, 8 zebra, 9 word
+    assert (matched.matched, matched.exact, matched.tokens) == (4, 3, 6)
+    assert "matched 4 of 6 tokens from" in matched.message()
+    expected = _table(plain).copy()
+    expected[[4, 5, 6, 7]] = vectors[[0, 1, 2, 3]]  # the, The, cat (for "Cat"), dog
+    np.testing.assert_array_equal(_table(model), expected)  # the rest: the seeded random init
+    assert model.token_embedding_layer().trainable
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("mlp_lm", {}), ("transformer_lm", {}), ("bert_mlm", {}), ("bert_qa", {}),
+    ("text_classifier", {}), ("text_classifier", {"encoder": "lstm"}), ("transformer_seq2seq", {}),
+])
+def test_every_family_names_its_token_embedding(name, overrides):
+    """``token_embedding_layer()``: the model's own (vocab_size, width) table, not the position
+    or segment embedding (vocab 50 is neither a context length nor 2)."""
+    model = build_model(name, 50, **overrides)
+    layer = model.token_embedding_layer()
+    assert isinstance(layer, keras.layers.Embedding) and layer.input_dim == 50
+    assert any(w is layer.embeddings for w in model.weights)
+
+
+def test_dimension_mismatch_names_both_widths_and_the_setting(small_vectors, word_tokenizer):
+    words, vectors, root = small_vectors
+    path = _write(root / "wide.txt", words, np.tile(vectors, 2), header=True)
+    model = build_model("lstm_lm", word_tokenizer.vocab_size)
+    with pytest.raises(ZooError, match=r"holds 64-dimensional vectors but the model's token "
+                                       r"embeddings are 32-dimensional: set model.embedding_dim=64"):
+        pv.load_into(model, word_tokenizer, path, width_setting="embedding_dim", verbose=0)
+    with pytest.raises(ZooError, match="has no token embedding"):
+        pv.load_into(keras.Sequential([keras.layers.Dense(2)]), word_tokenizer, path)
+
+
+def test_settings_are_checked_once_for_every_trainer(small_vectors, tmp_path):
+    words, vectors, root = small_vectors
+    path = _write(root / "s.txt", words, vectors, header=True)
+    overrides, _ = parse_settings([f"model.embeddings={path}", "model.freeze_embeddings=true",
+                                   "model.units=8"])
+    assert pv.settings_of(overrides, "causal_lm") == {
+        "embeddings": os.path.abspath(path), "freeze_embeddings": True, "units": 8}
+    assert pv.settings_of({"freeze_embeddings": False}, "causal_lm") == {}
+    for bad, task, message in [
+        ({"freeze_embeddings": True}, "causal_lm", "needs model.embeddings"),
+        ({"embeddings": path, "freeze_embeddings": "yes"}, "causal_lm", "true or false"),
+        ({"embeddings": str(tmp_path / "none.txt")}, "masked_lm", "no such file"),
+        ({"embeddings": path}, "seq2seq", "not of a seq2seq model"),
+        ({"embeddings": path, "pretrained": "runs/bert"}, "classification", "choose one"),
+    ]:
+        with pytest.raises(ZooError, match=message):
+            pv.settings_of(bad, task)
+    assert make_config("lstm_lm", "tiny", embeddings=path).embedding_dim == DIM
+    with pytest.raises(ZooError, match="applied by training"):
+        build_model("lstm_lm", 10, embeddings=path)
+
+
+# ------------------------------------------------------------------------------------------------
+# zoo.train: static and fine-tuned, recorded, resumed
+
+
+@pytest.fixture(scope="module")
+def corpus_and_vectors(shakespeare_file, tmp_path_factory):
+    """The small Shakespeare text and GloVe vectors of 300 of its lower-cased words."""
+    with open(shakespeare_file, encoding="utf-8") as f:
+        words = sorted({w.lower() for w in f.read().split()})[:300]
+    vectors = np.random.default_rng(1).normal(size=(len(words), DIM)).astype(np.float32)
+    root = tmp_path_factory.mktemp("train_vectors")
+    return shakespeare_file, _write(root / "glove.txt", words, vectors, header=False), root
+
+
+@pytest.fixture(scope="module")
+def trained(corpus_and_vectors):
+    """lstm_lm runs with the vectors, static (frozen) and fine-tuned, and the model they start
+    from (the seeded init with the vectors loaded)."""
+    corpus, path, root = corpus_and_vectors
+    runs = {
+        freeze: zoo.train("lstm_lm", corpus, str(root / f"run_{freeze}"),
+                          model_overrides={"embeddings": path, "freeze_embeddings": freeze},
+                          **TRAIN)
+        for freeze in (True, False)
+    }
+    keras.utils.set_random_seed(runs[True].config["train"]["seed"])
+    start = build_model("lstm_lm", runs[True].tokenizer.vocab_size)
+    pv.load_into(start, runs[True].tokenizer, path, verbose=0)
+    return runs, _table(start)
+
+
+def test_train_records_the_vectors_in_config_json(trained, corpus_and_vectors):
+    runs, start = trained
+    _, path, _ = corpus_and_vectors
+    for freeze, run in runs.items():
+        with open(os.path.join(run.path, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+        record = config["pretrained_embeddings"]
+        assert record["path"] == os.path.abspath(path) and record["freeze"] is freeze
+        assert record["format"] == "glove" and record["dim"] == DIM
+        assert 0 < record["matched"] < record["tokens"] == run.tokenizer.vocab_size - 4
+        assert config["train"]["model_overrides"] == {"embeddings": os.path.abspath(path),
+                                                      "freeze_embeddings": freeze}
+        assert "embeddings" not in config["model_config"]
+
+
+def test_static_vectors_stay_and_fine_tuned_ones_train(trained):
+    runs, start = trained
+    np.testing.assert_array_equal(_table(runs[True].model), start)  # 4 steps later
+    assert np.abs(_table(runs[False].model) - start).max() > 1e-4
+
+
+def test_resume_restores_the_checkpoint_and_keeps_the_freeze(trained, corpus_and_vectors,
+                                                             monkeypatch):
+    runs, start = trained
+    corpus, path, root = corpus_and_vectors
+    out = str(root / "resumed")
+    shutil.copytree(runs[True].path, out)
+    for name in ("model.keras", "metrics.json"):
+        os.remove(os.path.join(out, name))
+    with open(os.path.join(out, "checkpoints", "checkpoint"), "w", encoding="utf-8") as f:
+        f.write('model_checkpoint_path: "ckpt-2"\nall_model_checkpoint_paths: "ckpt-2"\n')
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("a resumed run read the vectors again")
+
+    monkeypatch.setattr(pv, "read_vectors", no_reading)
+    run = zoo.train("lstm_lm", corpus, out, model_overrides={
+        "embeddings": path, "freeze_embeddings": True}, **TRAIN)
+    with open(os.path.join(out, "metrics.json"), encoding="utf-8") as f:
+        assert json.load(f)["resumed_from_step"] == 2
+    np.testing.assert_array_equal(_table(run.model), start)  # frozen through steps 3-4 too
+    assert run.config["pretrained_embeddings"] == runs[True].config["pretrained_embeddings"]

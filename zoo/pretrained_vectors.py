@@ -1,0 +1,417 @@
+"""Pretrained word vectors (word2vec / GloVe text files) as a model's initial token embeddings.
+
+    E[i] = v(w_i)          for every token i whose string w_i (else lower(w_i)) the file holds
+    E[i] = E_random[i]     for the others, special tokens included (the model's seeded init)
+
+Files (auto-detected): the **word2vec text format** (a ``COUNT DIM`` header line, then one
+``word v_1 ... v_DIM`` line per word: gensim's ``KeyedVectors.save_word2vec_format(binary=False)``)
+and the **GloVe text format** (the same lines without the header: Stanford's ``glove.6B.100d.txt``).
+UTF-8, optionally gzip-compressed (``.gz``); a binary word2vec file is refused with a hint.
+
+Which tokens are words: every token of a ``word`` or ``char`` tokenizer; a ``wordpiece`` token
+unless it is a ``##`` continuation piece; a ``sentencepiece`` (``▁``) or byte-level BPE (``Ġ``)
+token only when it starts a word, matched without its marker. The reserved tokens (padding,
+unknown, ``<bos>``/``<eos>`` = ``[CLS]``/``[SEP]``, ``[MASK]``) keep their random rows.
+
+Training (``zoo train ... --set model.embeddings=FILE [--set model.freeze_embeddings=true]``):
+``settings_of`` checks the two settings once for every trainer (``zoo.training.make_settings``),
+and ``zoo.fitting.fit_resumable`` calls ``initialise`` on each newly built model: the vectors are
+set when the run starts from scratch and left alone when it resumes from a checkpoint (the
+restored weights win), and the freeze (``trainable = False``: "static" vectors, as opposed to
+"fine-tuned" ones) is applied in both cases. The run's ``config.json`` records the absolute path
+and the matched count under ``"pretrained_embeddings"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import itertools
+import logging
+import os
+from collections.abc import Collection, Sequence
+
+import keras
+import numpy as np
+
+from zoo import progress
+from zoo.errors import ZooError
+from zoo.models.registry import TRAINING_SETTINGS, get_spec
+from zoo.special_tokens import SPECIAL_TOKENS
+
+__all__ = [
+    "EMBEDDINGS",
+    "FREEZE",
+    "SETTINGS",
+    "Matched",
+    "WordVectors",
+    "embedding_layer",
+    "initialise",
+    "load_into",
+    "match_tokens",
+    "read_vectors",
+    "settings_of",
+    "token_words",
+]
+
+log = logging.getLogger("zoo.train")
+
+SETTINGS = TRAINING_SETTINGS  # model.<name> settings applied by training, not by the model
+EMBEDDINGS, FREEZE = SETTINGS  # "embeddings", "freeze_embeddings"
+TASKS = ("causal_lm", "masked_lm", "classification")  # trainers that hand their tokenizer over
+RECORD_KEY = "pretrained_embeddings"  # config.json
+WORD_START = {"sentencepiece": "\u2581", "byte_bpe": "\u0120"}  # "▁", "Ġ"
+CONTINUATION = {"wordpiece": "##"}
+# config fields that set a model's token-embedding width, in the order they are looked for
+WIDTH_SETTINGS = ("embedding_dim", "d_model", "embed_dim", "hidden_size", "units")
+MIN_MATCHED_FRACTION = 0.01  # fewer matched tokens than this fraction: a warning
+
+
+@dataclasses.dataclass(frozen=True)
+class WordVectors:
+    """Vectors read from a file: ``vectors[i]`` is the vector of ``words[i]``."""
+
+    path: str
+    format: str  # "word2vec" or "glove"
+    words: list[str]
+    vectors: np.ndarray  # (len(words), dim) float32
+    dim: int
+
+    def index(self) -> dict[str, int]:
+        """word -> row (the first row of a word listed twice)."""
+        rows: dict[str, int] = {}
+        for i, word in enumerate(self.words):
+            rows.setdefault(word, i)
+        return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class Matched:
+    """What ``load_into`` did: ``matched`` of the ``tokens`` non-special tokens got a vector
+    (``exact`` of them under their own string, the rest lower-cased)."""
+
+    path: str
+    format: str
+    dim: int
+    matched: int
+    exact: int
+    tokens: int
+    freeze: bool
+
+    def message(self) -> str:
+        """``pretrained embeddings: matched 9,123 of 10,000 tokens from FILE (fine-tuned)``."""
+        how = "static: frozen" if self.freeze else "fine-tuned"
+        return (f"pretrained embeddings: matched {self.matched:,} of {self.tokens:,} tokens "
+                f"from {self.path} ({self.format}, {self.dim} dimensions; {how})")
+
+    def record(self) -> dict:
+        """The run's ``config.json`` entry."""
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------
+# reading
+
+
+def _open_text(path: str):
+    opener = gzip.open if path.endswith(".gz") else open
+    return opener(path, "rt", encoding="utf-8", errors="strict", newline=None)
+
+
+def _header(line: str) -> tuple[int, int] | None:
+    """``(count, dim)`` of a word2vec header line ``"COUNT DIM"``, else ``None`` (GloVe)."""
+    parts = line.split()
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        return int(parts[0]), int(parts[1])
+    return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _split_row(line: str, dim: int, path: str, number: int) -> tuple[str, list[str] | str]:
+    """``"word v_1 ... v_dim"`` (right-stripped) -> ``(word, the values unparsed)``; a word may
+    hold spaces (GloVe's Common Crawl files have a few); a row of more or fewer numbers is
+    refused. The usual layout (one space between fields) is only counted, not split."""
+    if line.count(" ") == dim:
+        word, _, values = line.partition(" ")
+        return word, values
+    parts = line.rsplit(None, dim)
+    if len(parts) == dim + 1:
+        head = parts[0].split()  # more than one piece: a word with spaces, or extra numbers
+        if len(head) == 1 or not all(_is_number(p) for p in head[1:]):
+            return parts[0], parts[1:]
+    values = len(line.split()) - 1
+    raise ZooError(f"{path} line {number}: {values} values after the word, but the file's "
+                   f"vectors have {dim} (ragged rows: a truncated or corrupt file?)")
+
+
+def _parse(values: list[str] | str, path: str, number: int) -> np.ndarray:
+    if isinstance(values, str):
+        values = values.split(" ")
+    try:
+        vector = np.array([float(v) for v in values], np.float32)
+    except ValueError:
+        bad = next(v for v in values if not _is_number(v))
+        raise ZooError(f"{path} line {number}: {bad[:40]!r} is not a number") from None
+    if not np.isfinite(vector).all():
+        raise ZooError(f"{path} line {number}: the vector holds inf or nan")
+    return vector
+
+
+def read_vectors(path: str, keep: Collection[str] | None = None) -> WordVectors:
+    """Read a word2vec or GloVe text file (the format is detected from its first line).
+
+    ``keep``: only these words' vectors are parsed and returned (every row's length is still
+    checked); None reads all. Bad input raises ``ZooError``: a missing, empty, binary or
+    non-UTF-8 file, a header that is not ``COUNT DIM`` or disagrees with the rows, a row with a
+    different number of values than the others (ragged), a value that is not a finite number.
+    """
+    path = os.path.abspath(os.path.expanduser(str(path)))
+    if not os.path.isfile(path):
+        raise ZooError(f"no word-vector file {path}")
+    words: list[str] = []
+    vectors: list[np.ndarray] = []
+    try:
+        with _open_text(path) as f:
+            first = f.readline()
+            if not first.strip():
+                raise ZooError(f"{path} is empty: expected word2vec or GloVe text vectors")
+            header = _header(first)
+            if header is not None:
+                count, dim = header
+                fmt, rows, number = "word2vec", [], 1
+            else:
+                fmt, rows, number = "glove", [first], 0
+                dim = len(first.split()) - 1
+            if dim < 1:
+                raise ZooError(f"{path} line 1: expected 'COUNT DIM' (word2vec) or "
+                               "'word v_1 ... v_d' (GloVe)")
+            for line in itertools.chain(rows, f):
+                number += 1
+                line = line.rstrip()  # the newline; word2vec's C tool ends rows with a space
+                if not line:
+                    continue
+                word, values = _split_row(line, dim, path, number)
+                if keep is None or word in keep:
+                    words.append(word)
+                    vectors.append(_parse(values, path, number))
+                if header is not None:
+                    count -= 1
+    except UnicodeDecodeError:
+        raise ZooError(f"{path} is not UTF-8 text: a binary word2vec file? Convert it with "
+                       "gensim: KeyedVectors.load_word2vec_format(path, binary=True)"
+                       ".save_word2vec_format(out, binary=False)") from None
+    except (OSError, EOFError) as err:  # an unreadable or truncated .gz
+        raise ZooError(f"cannot read {path}: {err}") from None
+    if header is not None and count != 0:
+        raise ZooError(f"{path}: the header announces {header[0]:,} vectors but the file holds "
+                       f"{header[0] - count:,}")
+    matrix = np.stack(vectors) if vectors else np.zeros([0, dim], np.float32)
+    return WordVectors(path=path, format=fmt, words=words, vectors=matrix, dim=dim)
+
+
+# ------------------------------------------------------------------------------------------------
+# matching tokens to words
+
+
+def _vocabulary(tokenizer) -> list[str]:
+    """Token strings by id (a byte-level BPE's ``{token: id}`` turned into a list)."""
+    vocabulary = tokenizer.vocabulary
+    if isinstance(vocabulary, dict):
+        table = [""] * (max(vocabulary.values()) + 1 if vocabulary else 0)
+        for token, i in vocabulary.items():
+            table[i] = token
+        return table
+    return [str(token) for token in vocabulary]
+
+
+def _special_ids(tokenizer) -> set[int]:
+    names = ("pad_id", "unk_id", "bos_id", "eos_id", "end_of_text_id")
+    return {i for i in (getattr(tokenizer, n, None) for n in names) if i is not None}
+
+
+def token_words(kind: str, vocabulary: Sequence[str], special_ids: Collection[int] = ()) -> dict[int, str]:
+    """``{token id: the word it stands for}`` of the tokens that are whole words.
+
+    ``kind``: the tokenizer's kind. Left out: ``special_ids`` and the reserved token strings;
+    ``##`` pieces (wordpiece); pieces without the word-start marker ``▁`` (sentencepiece) or
+    ``Ġ`` (byte_bpe), whose marker is removed from the others.
+    """
+    words = {}
+    start, continuation = WORD_START.get(kind), CONTINUATION.get(kind)
+    for i, token in enumerate(vocabulary):
+        if i in special_ids or token in SPECIAL_TOKENS or not token:
+            continue
+        if continuation and token.startswith(continuation):
+            continue
+        if start:
+            if not token.startswith(start) or len(token) == len(start):
+                continue
+            token = token[len(start):]
+        words[i] = token
+    return words
+
+
+def match_tokens(words: dict[int, str], index: dict[str, int]) -> tuple[dict[int, int], int]:
+    """``({token id: row of its vector}, how many matched exactly)``: each word looked up as it
+    is, else lower-cased."""
+    rows, exact = {}, 0
+    for i, word in words.items():
+        if word in index:
+            rows[i], exact = index[word], exact + 1
+        elif word.lower() in index:
+            rows[i] = index[word.lower()]
+    return rows, exact
+
+
+# ------------------------------------------------------------------------------------------------
+# into a model
+
+
+def embedding_layer(model):
+    """``model.token_embedding_layer()``; ``ZooError`` for a model without one."""
+    method = getattr(model, "token_embedding_layer", None)
+    if method is None:
+        raise ZooError(f"model {model.name!r} has no token embedding (token_embedding_layer): "
+                       "model.embeddings cannot initialise it")
+    return method()
+
+
+def load_into(model, tokenizer, path: str, *, freeze: bool = False,
+              width_setting: str | None = None, verbose: int | None = None) -> Matched:
+    """Set the rows of ``model.token_embedding_layer()`` of every token of ``tokenizer`` (the
+    run's) found in the word2vec/GloVe file ``path``; the other rows keep their values.
+
+    ``freeze``: the layer stops training (``trainable = False``). ``width_setting``: the model
+    setting that sets the embedding width, named in the error when the file's vectors have
+    another one. Writes ``Matched.message()`` (``verbose`` > 0; None: the ambient level) and
+    warns when fewer than 1% of the tokens matched.
+    """
+    layer = embedding_layer(model)
+    vocabulary = _vocabulary(tokenizer)
+    if len(vocabulary) > layer.input_dim:
+        raise ZooError(f"the tokenizer has {len(vocabulary):,} tokens but the model's embedding "
+                       f"only {layer.input_dim:,} rows")
+    special = {i for i, token in enumerate(vocabulary)
+               if i in _special_ids(tokenizer) or token in SPECIAL_TOKENS}
+    words = token_words(tokenizer.kind, vocabulary, special)
+    wanted = set(words.values()) | {w.lower() for w in words.values()}
+    vectors = read_vectors(path, keep=wanted)
+    if vectors.dim != layer.output_dim:
+        setting = width_setting or "the embedding width"
+        raise ZooError(
+            f"{vectors.path} holds {vectors.dim}-dimensional vectors but the model's token "
+            f"embeddings are {layer.output_dim}-dimensional: set model.{setting}={vectors.dim} "
+            f"(--set model.{setting}={vectors.dim}), or use {layer.output_dim}-dimensional "
+            "vectors")
+    rows, exact = match_tokens(words, vectors.index())
+    if rows:
+        table = np.array(keras.ops.convert_to_numpy(layer.embeddings), np.float32)  # (V, d)
+        ids = np.fromiter(rows, np.int64, len(rows))
+        table[ids] = vectors.vectors[np.fromiter(rows.values(), np.int64, len(rows))]
+        layer.embeddings.assign(table.astype(layer.embeddings.dtype))
+    if freeze:
+        layer.trainable = False
+    matched = Matched(path=vectors.path, format=vectors.format, dim=vectors.dim,
+                      matched=len(rows), exact=exact, tokens=len(vocabulary) - len(special),
+                      freeze=bool(freeze))
+    progress.echo(matched.message(), verbose)
+    if matched.matched < MIN_MATCHED_FRACTION * max(matched.tokens, 1):
+        log.warning("only %d of %d tokens (%.2f%%) have a vector in %s: is the tokenizer (%s) "
+                    "word-level, and the file's case and language the corpus'?", matched.matched,
+                    matched.tokens, 100.0 * matched.matched / max(matched.tokens, 1),
+                    vectors.path, tokenizer.kind)
+    return matched
+
+
+# ------------------------------------------------------------------------------------------------
+# training
+
+
+def settings_of(overrides: dict, task: str) -> dict:
+    """``overrides`` (``model.<name>`` settings) with ``embeddings`` / ``freeze_embeddings``
+    checked and made canonical: ``embeddings`` an absolute path to an existing file,
+    ``freeze_embeddings`` a bool beside it; both absent when ``embeddings`` is not set.
+
+    Refused (``ZooError``): a model whose ``task`` does not take them, a freeze without vectors,
+    vectors together with another initialisation of the embeddings (``model.pretrained``).
+    """
+    overrides = dict(overrides)
+    path = overrides.pop(EMBEDDINGS, None)
+    freeze = overrides.pop(FREEZE, False)
+    if not isinstance(freeze, bool):
+        raise ZooError(f"model.{FREEZE} must be true or false. Received: {freeze!r}")
+    if path in (None, ""):
+        if freeze:
+            raise ZooError(f"model.{FREEZE}=true needs model.{EMBEDDINGS}=FILE (word vectors)")
+        return overrides
+    if not isinstance(path, str):
+        raise ZooError(f"model.{EMBEDDINGS} must be the path of a word2vec or GloVe text file. "
+                       f"Received: {path!r}")
+    if task not in TASKS:
+        raise ZooError(f"model.{EMBEDDINGS} initialises the token embeddings of the language "
+                       f"models, masked LMs and classifiers, not of a {task} model")
+    for other in ("pretrained", "init_encoder"):
+        if overrides.get(other):
+            raise ZooError(f"model.{EMBEDDINGS} and model.{other} both initialise the token "
+                           "embeddings: choose one")
+    path = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isfile(path):
+        raise ZooError(f"model.{EMBEDDINGS}: no such file {path}")
+    overrides.update({EMBEDDINGS: path, FREEZE: freeze})
+    return overrides
+
+
+def _width_setting(model_name: str | None) -> str | None:
+    if not model_name:
+        return None
+    fields = {f.name for f in dataclasses.fields(get_spec(model_name).config_class)}
+    return next((name for name in WIDTH_SETTINGS if name in fields), None)
+
+
+def _record(out: str, matched: Matched) -> None:
+    """Add ``matched`` to ``out/config.json`` under ``RECORD_KEY``."""
+    from zoo.files import CONFIG_FILE, read_json, write_json_atomic
+
+    config_path = os.path.join(out, CONFIG_FILE)
+    record = read_json(config_path) if os.path.isfile(config_path) else {}
+    write_json_atomic(config_path, {**record, RECORD_KEY: matched.record()})
+
+
+def initialise(model, overrides: dict, tokenizer, *, out: str, resuming: bool,
+               is_chief: bool = True, model_name: str | None = None,
+               verbose: int | None = None):
+    """Apply a run's ``model.embeddings`` / ``model.freeze_embeddings`` (``overrides``, as
+    ``settings_of`` made them) to its freshly built ``model``; returns the model.
+
+    ``resuming`` (a checkpoint is about to be restored): only the freeze is applied, the vectors
+    are not read again. Else the vectors are loaded (``load_into``) and, on the chief, recorded in
+    ``out/config.json``. ``tokenizer``: the run's (None: ``ZooError``).
+    """
+    path = overrides.get(EMBEDDINGS)
+    if not path:
+        return model
+    freeze = bool(overrides.get(FREEZE, False))
+    if resuming:
+        layer = embedding_layer(model)
+        if freeze:
+            layer.trainable = False
+        progress.echo(f"pretrained embeddings from {path}: restored from the checkpoint"
+                      + (" (static: frozen)" if freeze else ""), verbose)
+        return model
+    if tokenizer is None or not hasattr(tokenizer, "vocabulary"):
+        raise ZooError(f"model.{EMBEDDINGS} needs the run's tokenizer, which this trainer does "
+                       "not provide (the causal LMs, masked LMs and classifiers do, with "
+                       "TensorFlow installed)")
+    matched = load_into(model, tokenizer, path, freeze=freeze,
+                        width_setting=_width_setting(model_name), verbose=verbose)
+    if is_chief:
+        _record(out, matched)
+    return model
+
