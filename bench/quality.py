@@ -1,13 +1,15 @@
 """Quality for time: every causal zoo model on character-level tinyshakespeare, in one table.
 
     python bench/quality.py --budget 120            # this CPU: the loss each reaches in ~2 min
+    python bench/quality.py --steps 2000 --models gcnn_lm transformer_lm   # nanoGPT's CPU run
     python bench/quality.py --gpu-target            # a GPU: time for transformer_lm to reach 1.47
 
-CPU mode: each model (``transformer_lm``, ``lstm_lm``, ``gru_lm``, ``rnn_lm``, ``mlp_lm``, small
-presets, batch 12, context 64: nanoGPT's CPU configuration) first runs a few steps to measure its
-speed, then trains ``budget x steps/s`` steps (warm-up + cosine schedule over exactly that many
-steps) with ``zoo.train``; the table gives the steps, the wall time and the validation loss over
-the whole validation split (nats/char, as nanoGPT reports it).
+CPU mode: each model (``transformer_lm``, ``lstm_lm``, ``gru_lm``, ``rnn_lm``, ``mlp_lm``,
+``gcnn_lm``, small presets, batch 12, context 64: nanoGPT's CPU configuration) first runs a few
+steps to measure its speed, then trains ``budget x steps/s`` steps (warm-up + cosine schedule over
+exactly that many steps) with ``zoo.train``; the table gives the steps, the wall time and the
+validation loss over the whole validation split (nats/char, as nanoGPT reports it). ``--steps N``
+skips the probe and trains every model exactly ``N`` steps (nanoGPT's CPU budget: 2000).
 
 GPU mode: nanoGPT's GPU recipe (6 layers, 6 heads, 384 wide, context 256, dropout 0.2, batch 64,
 5000 steps, learning rate 1e-3) for ``transformer_lm``, validation measured every 250 steps; the
@@ -28,7 +30,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 
 import zoo  # noqa: E402
 
-MODELS = ("transformer_lm", "lstm_lm", "gru_lm", "rnn_lm", "mlp_lm")
+MODELS = ("transformer_lm", "lstm_lm", "gru_lm", "rnn_lm", "mlp_lm", "gcnn_lm")
 NANOGPT_CPU = dict(batch_size=12, seq_len=64)
 NANOGPT_GPU = dict(batch_size=64, seq_len=256, max_steps=5000, learning_rate=1e-3,
                    checkpoint_every=250, eval_batches=20, warmup_steps=100, beta_2=0.99)
@@ -58,8 +60,11 @@ def cpu_table(args) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as root:
         for model in args.models:
-            rate = steps_per_second(model, args.data, root, args.probe_steps)
-            steps = max(int(args.budget * rate), 10)
+            if args.steps:
+                steps = args.steps
+            else:
+                rate = steps_per_second(model, args.data, root, args.probe_steps)
+                steps = max(int(args.budget * rate), 10)
             started = time.time()
             run = zoo.train(model, args.data, os.path.join(root, model), preset="small",
                             max_steps=steps, checkpoint_every=max(steps // 4, 1), eval_batches=10,
@@ -71,8 +76,9 @@ def cpu_table(args) -> None:
                          metrics["validation"]["loss"]))
             print(f"{model}: {steps} steps, {metrics['train_seconds']:.0f} s, "
                   f"val loss {metrics['validation']['loss']:.3f}", flush=True)
+    budget = f"{args.steps} steps" if args.steps else f"budget {args.budget:.0f} s of training"
     print(f"\n# tinyshakespeare (characters), small presets, batch {NANOGPT_CPU['batch_size']}, "
-          f"context {NANOGPT_CPU['seq_len']}, budget {args.budget:.0f} s of training each")
+          f"context {NANOGPT_CPU['seq_len']}, {budget} each")
     print("| model | parameters | steps | train s | wall s (with evaluation) | "
           "validation loss (nats/char) |")
     print("|---|---|---|---|---|---|")
@@ -104,6 +110,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default="dataset:tinyshakespeare")
     parser.add_argument("--budget", type=float, default=120.0, help="training seconds per model")
     parser.add_argument("--probe-steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=0,
+                        help="train every model exactly this many steps (no speed probe)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--gpu-target", action="store_true",
                         help="time transformer_lm to validation loss 1.47 (nanoGPT GPU recipe)")

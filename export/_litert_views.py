@@ -25,7 +25,7 @@ from zoo.errors import ZooError
 
 
 class CacheView:
-    """Transformer / MLP: the model's own cache contract."""
+    """Transformer / MLP / gated CNN: the model's own cache contract."""
 
     def __init__(self, model):
         self.model = model
@@ -102,13 +102,14 @@ class RecurrentCellView:
 
 def make_view(model):
     """The view the LiteRT export decodes and scores ``model`` through."""
+    from zoo.models.gcnn_lm import GatedCNNLM
     from zoo.models.mlp_lm import MLPLM
     from zoo.models.recurrent_lm import RecurrentLM
     from zoo.models.transformer_lm import TransformerLM
 
     if isinstance(model, RecurrentLM):
         return RecurrentCellView(model)
-    if isinstance(model, (TransformerLM, MLPLM)):
+    if isinstance(model, (TransformerLM, MLPLM, GatedCNNLM)):
         return CacheView(model)
     raise ZooError(f"LiteRT export: unsupported model class {type(model).__name__}")
 

@@ -2,6 +2,7 @@
 
     zoo export runs/tfm --saved-model models/tfm [--version N] [--max-new-tokens N]
         [--temperature F] [--top-k K] [--top-p P]
+    zoo export runs/w2v --vectors vectors.txt [--vectors-format word2vec|glove]
 
 Prints the path of the version directory it wrote (the progress of each stage goes to stderr;
 ``--quiet`` drops it). Problems raise ``ZooError`` (the zoo's
@@ -18,8 +19,17 @@ import os
 def _cmd_export(args) -> int:
     from zoo.errors import ZooError
 
+    if args.vectors:
+        from export.word_vectors import export_vectors
+        from zoo.run import load
+
+        print(json.dumps(export_vectors(load(args.run), args.vectors, args.vectors_format),
+                         indent=2))
+        if not args.saved_model and not args.tflite:
+            return 0
     if not args.saved_model and not args.tflite:
-        raise ZooError("say where to export: --saved-model BASE and/or --tflite FILE")
+        raise ZooError("say where to export: --saved-model BASE, --tflite FILE and/or "
+                       "--vectors FILE")
     if args.saved_model:
         from export.saved_model import saved_model
 
@@ -97,6 +107,10 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
                    "(calibrated on training windows)")
     p.add_argument("--eval-windows", type=int, default=200,
                    help="validation windows scored to report the LiteRT model's perplexity")
+    p.add_argument("--vectors", metavar="FILE",
+                   help="a word_vectors run (word2vec, glove): write its vectors as text")
+    p.add_argument("--vectors-format", default="word2vec", choices=["word2vec", "glove"],
+                   help="--vectors' format: word2vec (a 'COUNT DIM' header) or glove (none)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=_cmd_export)
     return p

@@ -50,7 +50,7 @@ instead of an error. Prompts must be valid UTF-8 for ids identical to the zoo to
 
 Supported: the ``char`` and ``sentencepiece`` (BPE, as the zoo trains it) tokenizers and GPT-2's
 ``byte_bpe`` (``export/_tflite_byte_bpe.py``), with every zoo model (``transformer_lm``,
-``gpt2``, ``lstm_lm``, ``gru_lm``, ``rnn_lm``, ``mlp_lm``). The ``word`` and
+``gpt2``, ``lstm_lm``, ``gru_lm``, ``rnn_lm``, ``mlp_lm``, ``gcnn_lm``). The ``word`` and
 ``wordpiece`` tokenizers and SentencePiece unigram models raise ``ZooError`` (see
 ``export/_tflite_text.py``).
 

@@ -42,6 +42,9 @@ def _fit_one_step(model, name: str, data: dict) -> float:
         y = data["labels"]
         model.compile(optimizer="adam",
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    elif get_spec(name).task == "word_vectors":
+        y = data["labels"]
+        model.compile(optimizer="adam", loss=model.loss_function())
     elif get_spec(name).task == "question_answering":
         from zoo.models.bert_qa import SpanLoss
 

@@ -30,7 +30,7 @@ pytest.importorskip("jax")
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 VOCAB = 40
-CAUSAL = ["gpt2", "gru_lm", "lstm_lm", "mlp_lm", "rnn_lm", "transformer_lm"]
+CAUSAL = ["gcnn_lm", "gpt2", "gru_lm", "lstm_lm", "mlp_lm", "rnn_lm", "transformer_lm"]
 SEQ2SEQ_TASKS = ("seq2seq", "summarization")  # models called on (source, target)
 FAST = ["--max-steps", "30", "--batch-size", "4", "--seq-len", "32", "--quiet",
         "--set", "checkpoint_every=10", "--set", "eval_batches=2"]
@@ -64,6 +64,12 @@ def _inputs(name: str, rng: np.random.Generator) -> dict:
         data["labels"] = np.array([0, 1], "int32")
     if task == "question_answering":
         data["labels"] = np.array([[1, 3], [2, 2]], "int32")  # answer span [start, end]
+    if task == "word_vectors" and name == "glove":  # (rows, cols) -> labels [log X, f(X)]
+        data.update(source=ids[:, 0], target=ids[:, 1])
+        data["labels"] = np.array([[0.5, 0.2], [1.5, 1.0]], "float32")
+    elif task == "word_vectors":  # word2vec: (inputs (B, C), [positive, negatives] (B, 1 + K))
+        data.update(source=ids[:, :4], target=ids[:, 4:8])
+        data["labels"] = np.eye(1, 4, dtype="float32").repeat(2, axis=0)
     return data
 
 

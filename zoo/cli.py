@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="language models: dataset:NAME, a .txt file or a directory of .txt; "
                    "transformer_seq2seq: dataset:multi30k, SOURCE_FILE:TARGET_FILE or a two-column "
                    "TSV; text_classifier: dataset:sst2 or a labelled TSV/CSV; bert_qa: dataset:squad or a SQuAD "
-                   "JSON file")
+                   "JSON file; word2vec, glove: like the language models (lines = sentences)")
     p.add_argument("--out", required=True, help="run directory (rerun to resume)")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--tokenizer", choices=["char", "word", "wordpiece", "sentencepiece"],

@@ -44,6 +44,16 @@ MODELS: dict[str, CatalogEntry] = {
             "GPT-2 (pre-norm, tanh GELU, tied embeddings); zoo import gpt2 reads checkpoints",
             "causal_lm", ("tiny", "small"),
         ),
+        CatalogEntry(
+            "gcnn_lm",
+            "Dauphin et al. (2017) gated convolutional language model (causal GLU blocks)",
+            "causal_lm", _BASE,
+        ),
+        CatalogEntry(
+            "glove",
+            "GloVe word vectors: weighted least squares on log co-occurrence counts",
+            "word_vectors", _BASE,
+        ),
         CatalogEntry("gru_lm", "GRU stack language model", "causal_lm", _BASE),
         CatalogEntry("lstm_lm", "LSTM stack language model", "causal_lm", _BASE),
         CatalogEntry(
@@ -61,6 +71,11 @@ MODELS: dict[str, CatalogEntry] = {
             "classification", _BASE,
         ),
         CatalogEntry(
+            "text_cnn",
+            "Kim (2014) CNN text classifier: widths 3/4/5 over embeddings, max-over-time pooling",
+            "classification", _BASE,
+        ),
+        CatalogEntry(
             "transformer_lm",
             "GPT-style decoder-only Transformer (causal self-attention)",
             "causal_lm", _BASE,
@@ -69,6 +84,11 @@ MODELS: dict[str, CatalogEntry] = {
             "transformer_seq2seq",
             "Encoder-decoder Transformer for translation (Vaswani et al., 2017)",
             "seq2seq", _BASE,
+        ),
+        CatalogEntry(
+            "word2vec",
+            "word2vec word vectors: skip-gram (or CBOW) with negative sampling",
+            "word_vectors", _BASE,
         ),
     )
 }

@@ -78,6 +78,18 @@ class LoadedRun:
         """Summarise document(s) (str or list); see ``zoo.tasks.summarization.summarize``."""
         return self._task_call("summarize", "summarization", texts, **kwargs)
 
+    def most_similar(self, word: str, top_k: int = 10):
+        """The nearest words by cosine; see ``zoo.tasks.word_vectors.most_similar``."""
+        return self._task_call("most_similar", "word_vectors", word, top_k)
+
+    def analogy(self, a: str, b: str, c: str, top_k: int = 1):
+        """a is to b as c is to ? (3CosAdd); see ``zoo.tasks.word_vectors.analogy``."""
+        return self._task_call("analogy", "word_vectors", a, b, c, top_k)
+
+    def word_vectors(self):
+        """``(words, vectors)``; see ``zoo.tasks.word_vectors.word_vectors``."""
+        return self._task_call("word_vectors", "word_vectors")
+
     def build_index(self, data: str, out: str, **kwargs):
         """Embed the documents of ``data`` with this run's encoder into a FAISS index at
         ``out``; see ``zoo.index.build_index`` (search it with ``zoo.search``)."""

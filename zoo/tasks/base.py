@@ -9,6 +9,7 @@ trainer, its ``zoo eval`` metrics and its SavedModel signatures:
     seq2seq          L = -1/N sum_t log p(y_t | y_<t, x)  (teacher-forced) zoo.tasks.seq2seq
     classification   L = -1/N sum_n log softmax(z_n)_{y_n}                zoo.tasks.classification
     question_answering L = -1/2N sum_n (log p(start_n) + log p(end_n))   zoo.tasks.question_answering
+    word_vectors     L = -log s(u_o.v_c) - sum_k log s(-u_k.v_c) (word2vec), GloVe's J  zoo.tasks.word_vectors
 
 ``get_task(name)`` imports the task's module on first use (``TASK_MODULES``), so importing the
 registry imports no task, no Keras and no TensorFlow: ``zoo.run`` (whose ``LoadedRun`` dispatches
@@ -35,6 +36,7 @@ TASK_MODULES: dict[str, str] = {
     "classification": "zoo.tasks.classification",
     "summarization": "zoo.tasks.summarization",
     "question_answering": "zoo.tasks.question_answering",
+    "word_vectors": "zoo.tasks.word_vectors",
 }
 DEFAULT_TASK = "causal_lm"  # the task of runs written before runs recorded one
 

@@ -65,6 +65,11 @@ from zoo.training import make_settings
 TEXT_FEATURE = "text"
 
 
+# the tokenizer a model trains with when none is given: TextCNN reads words (Kim 2014), so that
+# word vectors (model.embeddings) match its tokens; the Transformer encoders read word pieces
+DEFAULT_TOKENIZERS = {"text_cnn": "word"}
+
+
 def encode(tokenizer, texts: list[str], seq_len: int) -> np.ndarray:
     """Texts -> int32 ``(N, seq_len)`` rows ``[CLS] ids [SEP]`` (cut, right-padded with 0)."""
     rows = []
@@ -116,7 +121,7 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
                            f"not {tokenizer}")
         tokenizer = pre_config["tokenizer"]
     settings = make_settings(model, data, preset, tokenizer, overrides, train_settings,
-                             default_tokenizer="wordpiece")
+                             default_tokenizer=DEFAULT_TOKENIZERS.get(model, "wordpiece"))
     strategy, worker = zdist.make_strategy(settings.distribute)
     train_texts, train_labels = labelled.load_labelled(data, "train")
     names = labelled.class_names(train_labels, data)
