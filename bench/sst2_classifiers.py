@@ -2,6 +2,7 @@
 
     python bench/sst2_classifiers.py                              # 1500 steps each (this CPU: ~15 min)
     python bench/sst2_classifiers.py --models text_cnn --embeddings vectors.txt [--freeze]
+    python bench/sst2_classifiers.py --models text_cnn --embedding-dim 100   # random, same width
 
 Every model trains ``--steps`` steps of batch ``--batch-size`` (Kim 2014: 50) on the SST-2
 training split with ``zoo.train`` (AdamW, warm-up + cosine schedule, the zoo's defaults), on
@@ -40,6 +41,8 @@ def train_one(name: str, args, root: str) -> tuple:
     """Train peer ``name``; returns ``(name, parameters, train seconds, dev accuracy)``."""
     model, overrides = PEERS[name]
     overrides = dict(overrides)
+    if name == "text_cnn" and args.embedding_dim:
+        overrides.update(embedding_dim=args.embedding_dim)
     if name == "text_cnn" and args.embeddings:
         overrides.update(embeddings=args.embeddings, freeze_embeddings=args.freeze)
     started = time.time()
@@ -50,8 +53,10 @@ def train_one(name: str, args, root: str) -> tuple:
     with open(os.path.join(run.path, "metrics.json")) as f:
         metrics = json.load(f)
     accuracy = metrics["validation"]["accuracy"]
+    matched = run.config.get("pretrained_embeddings", {}).get("matched")
     print(f"{name}: {args.steps} steps, {metrics['train_seconds']:.0f} s "
-          f"({wall:.0f} s with tokenizer and evaluation), dev accuracy {accuracy:.4f}", flush=True)
+          f"({wall:.0f} s with tokenizer and evaluation), dev accuracy {accuracy:.4f}"
+          + (f", {matched:,} tokens matched a vector" if matched else ""), flush=True)
     return name, metrics["parameters"], metrics["train_seconds"], accuracy
 
 
@@ -66,7 +71,14 @@ def main(argv=None) -> int:
                         help="word2vec/GloVe text file to start text_cnn's embeddings from")
     parser.add_argument("--freeze", action="store_true",
                         help="keep the pretrained vectors fixed (static)")
+    parser.add_argument("--embedding-dim", type=int, default=0,
+                        help="text_cnn's embedding width (default: the preset's, or the "
+                        "--embeddings file's)")
     args = parser.parse_args(argv)
+    if args.embeddings and not args.embedding_dim:
+        from zoo.pretrained_vectors import read_vectors
+
+        args.embedding_dim = read_vectors(args.embeddings, keep=()).dim
     with tempfile.TemporaryDirectory() as root:
         rows = [train_one(name, args, root) for name in args.models]
     vectors = (f"pretrained {os.path.basename(args.embeddings)} "

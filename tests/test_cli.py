@@ -55,32 +55,72 @@ def test_generate_greedy_is_deterministic_and_sampling_seeded(cli_run):
     assert s.returncode == 0, s.stderr[-2000:]
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["train", "no_such_model", "--data", "{data}", "--out", "{tmp}/x"], "unknown model"),
-        (["train", "lstm_lm", "--preset", "huge", "--data", "{data}", "--out", "{tmp}/x"],
-         "unknown preset"),
-        (["train", "lstm_lm", "--data", "{tmp}/missing.txt", "--out", "{tmp}/x"], "missing.txt"),
-        (["train", "lstm_lm", "--data", "{tmp}/empty.txt", "--out", "{tmp}/x"], "empty"),
-        (["train", "lstm_lm", "--data", "{data}", "--out", "{tmp}/x", "--set", "nonsense=1"],
-         "unknown setting"),
-        (["train", "lstm_lm", "--data", "{data}", "--out", "{tmp}/x", "--set", "model.wings=2"],
-         "unknown setting"),
-        (["train", "lstm_lm", "--data", "{data}", "--out", "{tmp}/x", "--set", "model.units=abc"],
-         "must be int"),
-        (["train", "lstm_lm", "--data", "dataset:nope", "--out", "{tmp}/x"], "nope"),
-        (["eval", "{tmp}", "--split", "validation"], "config.json"),
-        (["eval", "{tmp}/not_a_run"], "does not exist"),
-    ],
-)
-def test_bad_input_gives_one_message_and_exit_2(args, message, shakespeare_file, tmp_path):
-    (tmp_path / "empty.txt").write_text("")
-    args = [a.format(data=shakespeare_file, tmp=tmp_path) for a in args]
-    result = zoo_cli(*args)
+BAD_INPUT = [
+    (["train", "no_such_model", "--data", "{data}", "--out", "{tmp}/x"], "unknown model"),
+    (["train", "lstm_lm", "--preset", "huge", "--data", "{data}", "--out", "{tmp}/x"],
+     "unknown preset"),
+    (["train", "lstm_lm", "--data", "{tmp}/missing.txt", "--out", "{tmp}/x"], "missing.txt"),
+    (["train", "lstm_lm", "--data", "{tmp}/empty.txt", "--out", "{tmp}/x"], "empty"),
+    (["train", "lstm_lm", "--data", "{data}", "--out", "{tmp}/x", "--set", "nonsense=1"],
+     "unknown setting"),
+    (["train", "lstm_lm", "--data", "{data}", "--out", "{tmp}/x", "--set", "model.wings=2"],
+     "unknown setting"),
+    (["train", "lstm_lm", "--data", "{data}", "--out", "{tmp}/x", "--set", "model.units=abc"],
+     "must be int"),
+    (["train", "lstm_lm", "--data", "dataset:nope", "--out", "{tmp}/x"], "nope"),
+    (["eval", "{tmp}", "--split", "validation"], "config.json"),
+    (["eval", "{tmp}/not_a_run"], "does not exist"),
+]
+# Runs every command line of BAD_INPUT through zoo.cli.main in one interpreter (TensorFlow is
+# imported once, not once a case): its exit status and what it wrote to stderr, a traceback if
+# anything escaped main.
+_MAIN_DRIVER = """
+import contextlib, io, json, sys, traceback
+from zoo.cli import main
+results = []
+for args in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            status = main(args)
+        except SystemExit as exit:
+            status = exit.code
+        except BaseException:
+            status = None
+            traceback.print_exc()
+    results.append([status, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def bad_input_results(shakespeare_file, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad_input")
+    (tmp / "empty.txt").write_text("")
+    commands = [[a.format(data=shakespeare_file, tmp=tmp).replace(f"{tmp}/x", f"{tmp}/x{i}")
+                 for a in args] for i, (args, _) in enumerate(BAD_INPUT)]
+    result = subprocess.run([sys.executable, "-c", _MAIN_DRIVER, json.dumps(commands)],
+                            capture_output=True, text=True, env=ENV, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)),
+                         ids=[message for _, message in BAD_INPUT])
+def test_bad_input_gives_one_message_and_exit_2(case, bad_input_results):
+    status, stderr = bad_input_results[case]
+    assert status == 2, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert BAD_INPUT[case][1] in stderr
+
+
+def test_bad_input_exits_2_from_the_shell(shakespeare_file, tmp_path):
+    """The same, as a separate ``python -m zoo`` process (its real exit status)."""
+    result = zoo_cli("train", "lstm_lm", "--data", shakespeare_file, "--out", str(tmp_path / "x"),
+                     "--set", "model.units=abc")
     assert result.returncode == 2, (result.stdout, result.stderr[-2000:])
     assert "Traceback" not in result.stderr
-    assert message in result.stderr
+    assert "must be int" in result.stderr
 
 
 def test_prompt_with_unknown_characters_is_refused(cli_run):

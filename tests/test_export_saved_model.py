@@ -21,7 +21,7 @@ from zoo.errors import ZooError
 from zoo.generation.api import row_seed
 from zoo.tasks.causal_lm import score_texts
 
-CAUSAL_MODELS = ["gru_lm", "lstm_lm", "mlp_lm", "rnn_lm", "transformer_lm"]
+CAUSAL_MODELS = ["gcnn_lm", "gru_lm", "lstm_lm", "mlp_lm", "transformer_lm"]  # rnn_lm: as lstm_lm, gru_lm
 FAST = dict(verbose=0, max_steps=6, batch_size=4, seq_len=32, checkpoint_every=3, eval_batches=2)
 MAX_NEW = 12  # the exports' max_new_tokens (the transformer's context is 32)
 
