@@ -21,6 +21,7 @@ EXPECTED = [
     "04_export_serve_and_mobile.ipynb",
     "05_masked_lm_translation_classification.ipynb",
     "06_summarization_qa_search.ipynb",
+    "07_embeddings_and_convolutions.ipynb",
 ]
 CELL_TIMEOUT_S = 600
 
