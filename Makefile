@@ -30,7 +30,7 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 tests
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 --durations=25 tests
 
 notebooks: setup
 	cd notebooks && for nb in *.ipynb; do $(abspath $(PY)) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1500 $$nb || exit 1; done

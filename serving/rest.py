@@ -239,9 +239,11 @@ class RestApp:
                 f"Deadline Exceeded: the request did not finish within {ms} ms (--rest_api_timeout_in_ms)")
             token.cancel(error)  # the model call stops at its next step and frees its thread
             status, text = 504, error_json(error.message)
+        # counted before the answer goes out, so a client that scrapes the metrics right after
+        # its answer sees its own request
+        self.record(api, model, status, time.monotonic() - started)
         headers = [(b"content-type", b"application/json"), *self._cors()]
         await self._send(send, status, headers, encode_text(text))
-        self.record(api, model, status, time.monotonic() - started)
 
     def _cors(self) -> list[tuple[bytes, bytes]]:
         return list(_CORS_HEADERS) if self.enable_cors else []

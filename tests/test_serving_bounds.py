@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -196,9 +197,18 @@ def test_both_streams_are_in_the_metrics(served):
         assert "".join(client.generate_stream("lm", "ROMEO:", max_new_tokens=2))
         with pytest.raises(ServingClientError):
             list(client.generate_stream("lm", "ROMEO:", max_new_tokens=2, top_p=2.0))
-    after = (latency("GenerateStream", "GRPC"), latency("generate_stream", "REST"), count("OK"),
-             count("INVALID_ARGUMENT"))
-    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 2, 2]
+
+    def increments() -> list[float]:
+        after = (latency("GenerateStream", "GRPC"), latency("generate_stream", "REST"),
+                 count("OK"), count("INVALID_ARGUMENT"))
+        return [b - a for a, b in zip(before, after, strict=True)]
+
+    # a stream is counted once its handler returns, which may be just after the client has read
+    # the last event: the counters are eventually consistent, as a scrape sees them
+    deadline = time.monotonic() + 10
+    while increments() != [1, 1, 2, 2] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert increments() == [1, 1, 2, 2]
     assert value(samples(), ":tensorflow:serving:request_latency_sum", model_name="lm", API="GenerateStream",
                  entrypoint="GRPC") > 0
 
