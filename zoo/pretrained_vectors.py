@@ -44,7 +44,7 @@ __all__ = [
     "FREEZE",
     "SETTINGS",
     "Matched",
-    "WordVectors",
+    "VectorFile",
     "embedding_layer",
     "initialise",
     "load_into",
@@ -68,7 +68,7 @@ MIN_MATCHED_FRACTION = 0.01  # fewer matched tokens than this fraction: a warnin
 
 
 @dataclasses.dataclass(frozen=True)
-class WordVectors:
+class VectorFile:
     """Vectors read from a file: ``vectors[i]`` is the vector of ``words[i]``."""
 
     path: str
@@ -164,7 +164,7 @@ def _parse(values: list[str] | str, path: str, number: int) -> np.ndarray:
     return vector
 
 
-def read_vectors(path: str, keep: Collection[str] | None = None) -> WordVectors:
+def read_vectors(path: str, keep: Collection[str] | None = None) -> VectorFile:
     """Read a word2vec or GloVe text file (the format is detected from its first line).
 
     ``keep``: only these words' vectors are parsed and returned (every row's length is still
@@ -213,7 +213,7 @@ def read_vectors(path: str, keep: Collection[str] | None = None) -> WordVectors:
         raise ZooError(f"{path}: the header announces {header[0]:,} vectors but the file holds "
                        f"{header[0] - count:,}")
     matrix = np.stack(vectors) if vectors else np.zeros([0, dim], np.float32)
-    return WordVectors(path=path, format=fmt, words=words, vectors=matrix, dim=dim)
+    return VectorFile(path=path, format=fmt, words=words, vectors=matrix, dim=dim)
 
 
 # ------------------------------------------------------------------------------------------------
