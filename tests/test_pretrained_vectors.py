@@ -254,3 +254,17 @@ def test_resume_restores_the_checkpoint_and_keeps_the_freeze(trained, corpus_and
         assert json.load(f)["resumed_from_step"] == 2
     np.testing.assert_array_equal(_table(run.model), start)  # frozen through steps 3-4 too
     assert run.config["pretrained_embeddings"] == runs[True].config["pretrained_embeddings"]
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_zoo_load_keeps_the_freeze(trained, checkpoint):
+    """A static run loaded again (model.keras, or its last checkpoint) has the same table and
+    a frozen embedding layer, so fine-tuning it further keeps the vectors."""
+    runs, start = trained
+    loaded = zoo.load(runs[True].path, checkpoint=checkpoint)
+    layer = loaded.model.token_embedding_layer()
+    assert not layer.trainable
+    np.testing.assert_array_equal(_table(loaded.model), start)
+    fine_tuned = zoo.load(runs[False].path, checkpoint=checkpoint)
+    assert fine_tuned.model.token_embedding_layer().trainable
+    np.testing.assert_array_equal(_table(fine_tuned.model), _table(runs[False].model))

@@ -384,6 +384,16 @@ def _record(out: str, matched: Matched) -> None:
     write_json_atomic(config_path, {**record, RECORD_KEY: matched.record()})
 
 
+def freeze_as_recorded(model, config: dict):
+    """Set ``model``'s token embeddings static again when the run that trained it kept them
+    frozen (``config``: its ``config.json``, whose ``RECORD_KEY`` entry says so); returns the
+    model. ``zoo.load`` calls it before a checkpoint is restored, since a training checkpoint
+    lists the trainable variables without the frozen table."""
+    if config.get(RECORD_KEY, {}).get("freeze"):
+        embedding_layer(model).trainable = False
+    return model
+
+
 def initialise(model, overrides: dict, tokenizer, *, out: str, resuming: bool,
                is_chief: bool = True, model_name: str | None = None,
                verbose: int | None = None):

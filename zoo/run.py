@@ -154,6 +154,7 @@ def load(run_dir: str, checkpoint: bool = False) -> LoadedRun:
     """
     from zoo.backends import tensorflow_installed
     from zoo.models import build_model
+    from zoo.pretrained_vectors import freeze_as_recorded
 
     if not os.path.isdir(run_dir):
         raise ZooError(f"run directory {run_dir!r} does not exist")
@@ -173,6 +174,7 @@ def load(run_dir: str, checkpoint: bool = False) -> LoadedRun:
             model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
         except Exception as err:  # a damaged file: say which one
             raise ZooError(f"cannot load {model_path}: {err}") from err
+        freeze_as_recorded(model, config)
     else:
         checkpoint_dir = os.path.join(run_dir, CHECKPOINT_DIR)
         saved = portable_checkpoints(checkpoint_dir)
@@ -182,6 +184,7 @@ def load(run_dir: str, checkpoint: bool = False) -> LoadedRun:
         model = build_model(
             config["model"], config["vocab_size"], config["preset"], **config["model_config"]
         )
+        freeze_as_recorded(model, config)  # before the restore: it follows the trainable list
         if saved:  # written on JAX: a Keras weights file (its optimizer variables are skipped)
             model.load_weights(saved[-1][1])
         else:
