@@ -167,11 +167,18 @@ def test_settings_are_checked_once_for_every_trainer(small_vectors, tmp_path):
     assert pv.settings_of(overrides, "causal_lm") == {
         "embeddings": os.path.abspath(path), "freeze_embeddings": True, "units": 8}
     assert pv.settings_of({"freeze_embeddings": False}, "causal_lm") == {}
+    for task in ("question_answering", "summarization", "seq2seq"):
+        assert pv.settings_of({"embeddings": path}, task) == {
+            "embeddings": os.path.abspath(path), "freeze_embeddings": False}
+    assert pv.settings_of({"source_embeddings": path, "freeze_embeddings": True}, "seq2seq") == {
+        "source_embeddings": os.path.abspath(path), "freeze_embeddings": True}
     for bad, task, message in [
         ({"freeze_embeddings": True}, "causal_lm", "needs model.embeddings"),
         ({"embeddings": path, "freeze_embeddings": "yes"}, "causal_lm", "true or false"),
         ({"embeddings": str(tmp_path / "none.txt")}, "masked_lm", "no such file"),
-        ({"embeddings": path}, "seq2seq", "not of a seq2seq model"),
+        ({"embeddings": path}, "word_vectors", "not of a word_vectors model"),
+        ({"source_embeddings": path}, "summarization", "has one vocabulary"),
+        ({"source_embeddings": path, "freeze_embeddings": 1}, "seq2seq", "true or false"),
         ({"embeddings": path, "pretrained": "runs/bert"}, "classification", "choose one"),
     ]:
         with pytest.raises(ZooError, match=message):
@@ -268,3 +275,94 @@ def test_zoo_load_keeps_the_freeze(trained, checkpoint):
     fine_tuned = zoo.load(runs[False].path, checkpoint=checkpoint)
     assert fine_tuned.model.token_embedding_layer().trainable
     np.testing.assert_array_equal(_table(fine_tuned.model), _table(runs[False].model))
+
+
+# ------------------------------------------------------------------------------------------------
+# encoder-decoders and QA: each table from its own tokenizer, through zoo.train
+
+
+ENGLISH = ["a dog runs on the grass", "the cat sleeps on a bed", "two dogs play in the snow",
+           "a man reads the book", "the woman sings a song", "a boy kicks the ball"]
+GERMAN = ["ein hund rennt auf dem gras", "die katze schläft auf einem bett",
+          "zwei hunde spielen im schnee", "ein mann liest das buch", "die frau singt ein lied",
+          "ein junge tritt den ball"]
+TINY_FIT = dict(max_steps=2, batch_size=4, checkpoint_every=2, eval_batches=1, verbose=0)
+
+
+def _vectors_of(texts, dim: int, path, seed: int) -> tuple[str, dict[str, np.ndarray]]:
+    """A GloVe file holding a vector for every word of ``texts`` but the last one (sorted)."""
+    words = sorted({w for text in texts for w in text.split()})[:-1]
+    vectors = np.random.default_rng(seed).normal(size=(len(words), dim)).astype(np.float32)
+    return _write(path, words, vectors, header=False), dict(zip(words, vectors, strict=True))
+
+
+def _check_table(layer, tokenizer, vectors: dict, record: dict) -> None:
+    """``layer`` holds ``vectors`` at exactly the rows of ``tokenizer``'s matched words."""
+    table = keras.ops.convert_to_numpy(layer.embeddings)
+    vocabulary = pv._vocabulary(tokenizer)
+    special = {i for i, t in enumerate(vocabulary) if i in pv._special_ids(tokenizer)
+               or t in pv.SPECIAL_TOKENS}
+    words = pv.token_words(tokenizer.kind, vocabulary, special)
+    rows = {i: w if w in vectors else w.lower() for i, w in words.items()
+            if w in vectors or w.lower() in vectors}  # as it is, else lower-cased
+    assert rows and record["matched"] == len(rows) and record["freeze"] is True
+    for i, word in rows.items():
+        np.testing.assert_array_equal(table[i], vectors[word])
+    assert not layer.trainable
+
+
+def test_translation_fills_target_and_source_tables_from_their_files(tmp_path):
+    """transformer_seq2seq: ``model.embeddings`` the target (German) table with the target
+    tokenizer, ``model.source_embeddings`` the source (English) one; frozen through training
+    and through ``zoo.load(checkpoint=True)``."""
+    dim = make_config("transformer_seq2seq", "tiny").d_model
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"{en}\t{de}\n" for en, de in zip(ENGLISH * 4, GERMAN * 4,
+                                                                strict=True)), encoding="utf-8")
+    german, de_vectors = _vectors_of(GERMAN, dim, tmp_path / "de.txt", 1)
+    english, en_vectors = _vectors_of(ENGLISH, dim, tmp_path / "en.txt", 2)
+    run = zoo.train("transformer_seq2seq", str(pairs), str(tmp_path / "run"), tokenizer="word",
+                    model_overrides={"embeddings": german, "source_embeddings": english,
+                                     "freeze_embeddings": True}, **TINY_FIT)
+    config = run.config
+    assert config["pretrained_embeddings"]["path"] == german
+    assert config["pretrained_source_embeddings"]["path"] == english
+    for loaded in (run, zoo.load(run.path, checkpoint=True)):
+        _check_table(loaded.model.token_embedding_layer(), loaded.tokenizer, de_vectors,
+                     config["pretrained_embeddings"])
+        _check_table(loaded.model.source_token_embedding_layer(),
+                     loaded.extra_tokenizers["source"], en_vectors,
+                     config["pretrained_source_embeddings"])
+
+
+def test_summarizer_fills_both_tables_from_its_shared_vocabulary(tmp_path):
+    dim = make_config("summarizer", "tiny").d_model
+    documents = [f"{en} . {de_free}" for en, de_free in zip(ENGLISH, reversed(ENGLISH),
+                                                            strict=True)]
+    data = tmp_path / "summaries.tsv"
+    data.write_text("".join(f"{doc}\t{summary}\n" for doc, summary
+                            in zip(documents * 4, ENGLISH * 4, strict=True)), encoding="utf-8")
+    path, vectors = _vectors_of(ENGLISH, dim, tmp_path / "en.txt", 3)
+    run = zoo.train("summarizer", str(data), str(tmp_path / "run"), tokenizer="word",
+                    model_overrides={"embeddings": path, "freeze_embeddings": True}, **TINY_FIT)
+    for key, layer in [("pretrained_embeddings", run.model.token_embedding_layer()),
+                       ("pretrained_source_embeddings", run.model.source_token_embedding_layer())]:
+        assert run.config[key]["path"] == path
+        _check_table(layer, run.tokenizer, vectors, run.config[key])
+
+
+def test_question_answering_takes_vectors_for_its_encoder(data_dir, tmp_path):
+    with open(os.path.join(data_dir, "squad", "dev-v1.1.json"), encoding="utf-8") as f:
+        articles = json.load(f)["data"][:6]
+    small = {"version": "1.1", "data": [dict(a, paragraphs=a["paragraphs"][:1])
+                                        for a in articles]}
+    qa_file = tmp_path / "squad_small.json"
+    qa_file.write_text(json.dumps(small), encoding="utf-8")
+    texts = [p["context"].lower() for a in small["data"] for p in a["paragraphs"]]
+    dim = make_config("bert_qa", "tiny").d_model
+    path, vectors = _vectors_of(texts, dim, tmp_path / "en.txt", 4)
+    run = zoo.train("bert_qa", str(qa_file), str(tmp_path / "run"), vocab_size=400,
+                    model_overrides={"embeddings": path, "freeze_embeddings": True,
+                                     "max_context_tokens": 400}, **TINY_FIT)
+    _check_table(run.model.token_embedding_layer(), run.tokenizer, vectors,
+                 run.config["pretrained_embeddings"])

@@ -369,7 +369,9 @@ must be created there to be aggregated across replicas) and the mixed-precision 
     ``make_valid_ds()`` the validation batches measured at every checkpoint; ``monitor`` the
     validation metric (lower is better unless ``monitor_mode="max"``) for early stopping.
     ``agree``: values every worker of a multi-worker run must share (checked before training).
-    ``tokenizer``: the run's, whose tokens ``model.embeddings`` (pretrained word vectors) match.
+    ``tokenizer``: the run's, whose tokens ``model.embeddings`` (pretrained word vectors) match;
+    ``source_tokenizer``: an encoder-decoder's source side (``model.source_embeddings``; the
+    same object as ``tokenizer`` when the vocabulary is shared).
     """
 
     build_model: Callable[[], keras.Model]
@@ -384,6 +386,7 @@ must be created there to be aggregated across replicas) and the mixed-precision 
     no_decay: tuple[str, ...] = ("bias", "gamma", "beta", "embeddings")
     tokens_per_step: int | None = None  # for the progress lines' tok/s (None: steps/s)
     tokenizer: object = None  # the run's tokenizer (for model.embeddings)
+    source_tokenizer: object = None  # an encoder-decoder's source tokenizer
 
 
 @dataclass
@@ -532,7 +535,8 @@ def fit_resumable(out: str, settings: TrainConfig, strategy, worker, plan: FitPl
     ``settings.batch_size`` is the global batch under every strategy; the learning rate is not
     rescaled, so the same settings train the same model whatever the strategy. Runs on the
     Keras backend of the process, which must be ``settings.backend``. Pretrained word vectors
-    (``model.embeddings``, ``model.freeze_embeddings``) go into each newly built model
+    (``model.embeddings``, ``model.source_embeddings``, ``model.freeze_embeddings``) go into each
+    newly built model
     (``_with_pretrained_vectors``).
     """
     backends.ensure(settings.backend)
@@ -548,11 +552,12 @@ def fit_resumable(out: str, settings: TrainConfig, strategy, worker, plan: FitPl
 def _with_pretrained_vectors(out: str, settings: TrainConfig, worker, plan: FitPlan,
                              verbose: int) -> FitPlan:
     """``plan`` whose ``build_model`` also applies ``model.embeddings`` /
-    ``model.freeze_embeddings`` (``zoo.pretrained_vectors.initialise``): the vectors when the run
-    starts from scratch, only the freeze when it resumes from a checkpoint (whose weights are
-    restored over them). The freeze comes before the optimizer is built, so the optimizer never
-    holds (or restores) slots for the frozen table."""
-    if not settings.model_overrides.get(pretrained_vectors.EMBEDDINGS):
+    ``model.source_embeddings`` / ``model.freeze_embeddings``
+    (``zoo.pretrained_vectors.initialise``): the vectors when the run starts from scratch, only
+    the freeze when it resumes from a checkpoint (whose weights are restored over them). The
+    freeze comes before the optimizer is built, so the optimizer never holds (or restores) slots
+    for a frozen table."""
+    if not pretrained_vectors.wants_vectors(settings.model_overrides):
         return plan
     checkpoint_dir = os.path.join(out, CHECKPOINT_DIR)
     resuming = bool(portable_checkpoints(checkpoint_dir)) or _has_tf_checkpoint(checkpoint_dir)
@@ -561,7 +566,8 @@ def _with_pretrained_vectors(out: str, settings: TrainConfig, worker, plan: FitP
     def build_with_vectors() -> keras.Model:
         return pretrained_vectors.initialise(
             build(), settings.model_overrides, plan.tokenizer, out=out, resuming=resuming,
-            is_chief=worker.is_chief, model_name=settings.model, verbose=verbose)
+            is_chief=worker.is_chief, model_name=settings.model, verbose=verbose,
+            source_tokenizer=plan.source_tokenizer)
 
     return dataclasses.replace(plan, build_model=build_with_vectors)
 

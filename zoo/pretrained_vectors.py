@@ -14,12 +14,17 @@ token only when it starts a word, matched without its marker. The reserved token
 unknown, ``<bos>``/``<eos>`` = ``[CLS]``/``[SEP]``, ``[MASK]``) keep their random rows.
 
 Training (``zoo train ... --set model.embeddings=FILE [--set model.freeze_embeddings=true]``):
-``settings_of`` checks the two settings once for every trainer (``zoo.training.make_settings``),
+``settings_of`` checks the settings once for every trainer (``zoo.training.make_settings``),
 and ``zoo.fitting.fit_resumable`` calls ``initialise`` on each newly built model: the vectors are
 set when the run starts from scratch and left alone when it resumes from a checkpoint (the
 restored weights win), and the freeze (``trainable = False``: "static" vectors, as opposed to
 "fine-tuned" ones) is applied in both cases. The run's ``config.json`` records the absolute path
 and the matched count under ``"pretrained_embeddings"``.
+
+Encoder-decoders have two tables: ``model.embeddings`` fills the target (decoder) table, and the
+source (encoder) table too when both sides share one vocabulary (``summarizer``); a translator's
+source table, with its own tokenizer, takes ``model.source_embeddings=FILE`` (vectors of the
+source language), recorded under ``"pretrained_source_embeddings"``.
 """
 
 from __future__ import annotations
@@ -43,23 +48,29 @@ __all__ = [
     "EMBEDDINGS",
     "FREEZE",
     "SETTINGS",
+    "SOURCE",
     "Matched",
     "VectorFile",
     "embedding_layer",
+    "freeze_as_recorded",
     "initialise",
     "load_into",
     "match_tokens",
     "read_vectors",
     "settings_of",
     "token_words",
+    "wants_vectors",
 ]
 
 log = logging.getLogger("zoo.train")
 
 SETTINGS = TRAINING_SETTINGS  # model.<name> settings applied by training, not by the model
-EMBEDDINGS, FREEZE = SETTINGS  # "embeddings", "freeze_embeddings"
-TASKS = ("causal_lm", "masked_lm", "classification")  # trainers that hand their tokenizer over
+EMBEDDINGS, FREEZE, SOURCE = SETTINGS  # "embeddings", "freeze_embeddings", "source_embeddings"
+TASKS = ("causal_lm", "masked_lm", "classification", "question_answering", "summarization",
+         "seq2seq")  # the trainers that take word vectors (and hand their tokenizers over)
+SOURCE_TASKS = ("seq2seq",)  # two vocabularies: model.source_embeddings fills the source side
 RECORD_KEY = "pretrained_embeddings"  # config.json
+SOURCE_RECORD_KEY = "pretrained_source_embeddings"  # an encoder-decoder's source table
 WORD_START = {"sentencepiece": "\u2581", "byte_bpe": "\u0120"}  # "▁", "Ġ"
 CONTINUATION = {"wordpiece": "##"}
 # config fields that set a model's token-embedding width, in the order they are looked for
@@ -284,16 +295,18 @@ def embedding_layer(model):
 
 
 def load_into(model, tokenizer, path: str, *, freeze: bool = False,
-              width_setting: str | None = None, verbose: int | None = None) -> Matched:
-    """Set the rows of ``model.token_embedding_layer()`` of every token of ``tokenizer`` (the
-    run's) found in the word2vec/GloVe file ``path``; the other rows keep their values.
+              width_setting: str | None = None, verbose: int | None = None,
+              layer: keras.layers.Embedding | None = None) -> Matched:
+    """Set the rows of ``model.token_embedding_layer()`` (or ``layer``, another table of
+    ``model``) of every token of ``tokenizer`` found in the word2vec/GloVe file ``path``; the
+    other rows keep their values.
 
     ``freeze``: the layer stops training (``trainable = False``). ``width_setting``: the model
     setting that sets the embedding width, named in the error when the file's vectors have
     another one. Writes ``Matched.message()`` (``verbose`` > 0; None: the ambient level) and
     warns when fewer than 1% of the tokens matched.
     """
-    layer = embedding_layer(model)
+    layer = embedding_layer(model) if layer is None else layer
     vocabulary = _vocabulary(tokenizer)
     if len(vocabulary) > layer.input_dim:
         raise ZooError(f"the tokenizer has {len(vocabulary):,} tokens but the model's embedding "
@@ -335,37 +348,51 @@ def load_into(model, tokenizer, path: str, *, freeze: bool = False,
 
 
 def settings_of(overrides: dict, task: str) -> dict:
-    """``overrides`` (``model.<name>`` settings) with ``embeddings`` / ``freeze_embeddings``
-    checked and made canonical: ``embeddings`` an absolute path to an existing file,
-    ``freeze_embeddings`` a bool beside it; both absent when ``embeddings`` is not set.
+    """``overrides`` (``model.<name>`` settings) with ``embeddings``, ``source_embeddings`` and
+    ``freeze_embeddings`` checked and made canonical: each file an absolute path to an existing
+    file, ``freeze_embeddings`` a bool beside them; all absent when no file is set.
 
-    Refused (``ZooError``): a model whose ``task`` does not take them, a freeze without vectors,
-    vectors together with another initialisation of the embeddings (``model.pretrained``).
+    Refused (``ZooError``): a model whose ``task`` does not take them (``source_embeddings``:
+    only translation, ``seq2seq``), a freeze without vectors, vectors together with another
+    initialisation of the embeddings (``model.pretrained``, ``model.init_encoder``).
     """
     overrides = dict(overrides)
-    path = overrides.pop(EMBEDDINGS, None)
+    paths = {name: overrides.pop(name, None) for name in (EMBEDDINGS, SOURCE)}
+    paths = {name: path for name, path in paths.items() if path not in (None, "")}
     freeze = overrides.pop(FREEZE, False)
     if not isinstance(freeze, bool):
         raise ZooError(f"model.{FREEZE} must be true or false. Received: {freeze!r}")
-    if path in (None, ""):
+    if not paths:
         if freeze:
             raise ZooError(f"model.{FREEZE}=true needs model.{EMBEDDINGS}=FILE (word vectors)")
         return overrides
-    if not isinstance(path, str):
-        raise ZooError(f"model.{EMBEDDINGS} must be the path of a word2vec or GloVe text file. "
-                       f"Received: {path!r}")
     if task not in TASKS:
-        raise ZooError(f"model.{EMBEDDINGS} initialises the token embeddings of the language "
-                       f"models, masked LMs and classifiers, not of a {task} model")
+        raise ZooError(f"model.{next(iter(paths))} initialises the token embeddings of the "
+                       f"language models, masked LMs, classifiers, QA, summarization and "
+                       f"translation models, not of a {task} model")
+    if SOURCE in paths and task not in SOURCE_TASKS:
+        raise ZooError(f"model.{SOURCE} initialises a translation model's source embeddings; "
+                       f"a {task} model has one vocabulary: use model.{EMBEDDINGS}")
     for other in ("pretrained", "init_encoder"):
         if overrides.get(other):
-            raise ZooError(f"model.{EMBEDDINGS} and model.{other} both initialise the token "
-                           "embeddings: choose one")
-    path = os.path.abspath(os.path.expanduser(path))
-    if not os.path.isfile(path):
-        raise ZooError(f"model.{EMBEDDINGS}: no such file {path}")
-    overrides.update({EMBEDDINGS: path, FREEZE: freeze})
+            raise ZooError(f"model.{next(iter(paths))} and model.{other} both initialise the "
+                           "token embeddings: choose one")
+    for name, path in paths.items():
+        if not isinstance(path, str):
+            raise ZooError(f"model.{name} must be the path of a word2vec or GloVe text file. "
+                           f"Received: {path!r}")
+        path = os.path.abspath(os.path.expanduser(path))
+        if not os.path.isfile(path):
+            raise ZooError(f"model.{name}: no such file {path}")
+        overrides[name] = path
+    overrides[FREEZE] = freeze
     return overrides
+
+
+def wants_vectors(overrides: dict) -> bool:
+    """Whether ``overrides`` name a word-vector file (``model.embeddings`` or
+    ``model.source_embeddings``)."""
+    return bool(overrides.get(EMBEDDINGS) or overrides.get(SOURCE))
 
 
 def _width_setting(model_name: str | None) -> str | None:
@@ -375,53 +402,97 @@ def _width_setting(model_name: str | None) -> str | None:
     return next((name for name in WIDTH_SETTINGS if name in fields), None)
 
 
-def _record(out: str, matched: Matched) -> None:
-    """Add ``matched`` to ``out/config.json`` under ``RECORD_KEY``."""
+@dataclasses.dataclass(frozen=True)
+class _Table:
+    """One embedding table that a run's settings fill: from the file of ``model.<setting>``,
+    matched against ``tokenizer``, recorded in ``config.json`` under ``record_key``."""
+
+    setting: str
+    record_key: str
+    layer: keras.layers.Embedding
+    tokenizer: object
+
+
+def _source_layer(model):
+    """The source table of an encoder-decoder ``model`` (``source_token_embedding_layer``), or
+    None for a model with one table."""
+    method = getattr(model, "source_token_embedding_layer", None)
+    return None if method is None else method()
+
+
+def _tables(model, overrides: dict, tokenizer, source_tokenizer) -> list[_Table]:
+    """The tables ``overrides`` fill in ``model``: ``model.embeddings`` the run's (target)
+    table, and the source table too when both sides share ``tokenizer`` (summarization);
+    ``model.source_embeddings`` the source table with ``source_tokenizer`` (translation)."""
+    tables = []
+    if overrides.get(EMBEDDINGS):
+        tables.append(_Table(EMBEDDINGS, RECORD_KEY, embedding_layer(model), tokenizer))
+    source = _source_layer(model)
+    if overrides.get(SOURCE):
+        if source is None:
+            raise ZooError(f"model.{SOURCE}: model {model.name!r} has no source embedding")
+        tables.append(_Table(SOURCE, SOURCE_RECORD_KEY, source, source_tokenizer))
+    elif overrides.get(EMBEDDINGS) and source is not None and source_tokenizer is tokenizer:
+        tables.append(_Table(EMBEDDINGS, SOURCE_RECORD_KEY, source, tokenizer))
+    return tables
+
+
+def _record(out: str, entries: dict[str, Matched]) -> None:
+    """Add ``entries`` (``config.json`` key -> what ``load_into`` did) to ``out/config.json``."""
     from zoo.files import CONFIG_FILE, read_json, write_json_atomic
 
     config_path = os.path.join(out, CONFIG_FILE)
     record = read_json(config_path) if os.path.isfile(config_path) else {}
-    write_json_atomic(config_path, {**record, RECORD_KEY: matched.record()})
+    record.update({key: matched.record() for key, matched in entries.items()})
+    write_json_atomic(config_path, record)
 
 
 def freeze_as_recorded(model, config: dict):
-    """Set ``model``'s token embeddings static again when the run that trained it kept them
-    frozen (``config``: its ``config.json``, whose ``RECORD_KEY`` entry says so); returns the
-    model. ``zoo.load`` calls it before a checkpoint is restored, since a training checkpoint
-    lists the trainable variables without the frozen table."""
+    """Set ``model``'s token embeddings static again where the run that trained it kept them
+    frozen (``config``: its ``config.json``, whose ``RECORD_KEY`` / ``SOURCE_RECORD_KEY``
+    entries say so); returns the model. ``zoo.load`` calls it before a checkpoint is restored,
+    since a training checkpoint lists the trainable variables without the frozen tables."""
     if config.get(RECORD_KEY, {}).get("freeze"):
         embedding_layer(model).trainable = False
+    if config.get(SOURCE_RECORD_KEY, {}).get("freeze") and _source_layer(model) is not None:
+        _source_layer(model).trainable = False
     return model
 
 
 def initialise(model, overrides: dict, tokenizer, *, out: str, resuming: bool,
                is_chief: bool = True, model_name: str | None = None,
-               verbose: int | None = None):
-    """Apply a run's ``model.embeddings`` / ``model.freeze_embeddings`` (``overrides``, as
-    ``settings_of`` made them) to its freshly built ``model``; returns the model.
+               verbose: int | None = None, source_tokenizer=None):
+    """Apply a run's ``model.embeddings`` / ``model.source_embeddings`` /
+    ``model.freeze_embeddings`` (``overrides``, as ``settings_of`` made them) to its freshly
+    built ``model``; returns the model.
 
     ``resuming`` (a checkpoint is about to be restored): only the freeze is applied, the vectors
     are not read again. Else the vectors are loaded (``load_into``) and, on the chief, recorded in
-    ``out/config.json``. ``tokenizer``: the run's (None: ``ZooError``).
+    ``out/config.json``. ``tokenizer``: the run's (None: ``ZooError``); ``source_tokenizer``: an
+    encoder-decoder's source side (the same object when the vocabulary is shared).
     """
-    path = overrides.get(EMBEDDINGS)
-    if not path:
+    if not wants_vectors(overrides):
         return model
     freeze = bool(overrides.get(FREEZE, False))
+    tables = _tables(model, overrides, tokenizer, source_tokenizer)
     if resuming:
-        layer = embedding_layer(model)
-        if freeze:
-            layer.trainable = False
-        progress.echo(f"pretrained embeddings from {path}: restored from the checkpoint"
-                      + (" (static: frozen)" if freeze else ""), verbose)
+        for table in tables:
+            if freeze:
+                table.layer.trainable = False
+            progress.echo(f"pretrained embeddings ({table.record_key}) from "
+                          f"{overrides[table.setting]}: restored from the checkpoint"
+                          + (" (static: frozen)" if freeze else ""), verbose)
         return model
-    if tokenizer is None or not hasattr(tokenizer, "vocabulary"):
-        raise ZooError(f"model.{EMBEDDINGS} needs the run's tokenizer, which this trainer does "
-                       "not provide (the causal LMs, masked LMs and classifiers do, with "
-                       "TensorFlow installed)")
-    matched = load_into(model, tokenizer, path, freeze=freeze,
-                        width_setting=_width_setting(model_name), verbose=verbose)
+    entries = {}
+    for table in tables:
+        if table.tokenizer is None or not hasattr(table.tokenizer, "vocabulary"):
+            raise ZooError(f"model.{table.setting} needs the run's tokenizer, which this trainer "
+                           "does not provide (with TensorFlow installed, every trainer but "
+                           "word2vec/glove does)")
+        entries[table.record_key] = load_into(
+            model, table.tokenizer, overrides[table.setting], freeze=freeze,
+            width_setting=_width_setting(model_name), verbose=verbose, layer=table.layer)
     if is_chief:
-        _record(out, matched)
+        _record(out, entries)
     return model
 

@@ -28,7 +28,7 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 # model.<name> settings that training applies to a built model, not part of any config
 # (pretrained word vectors: zoo.pretrained_vectors)
-TRAINING_SETTINGS = ("embeddings", "freeze_embeddings")
+TRAINING_SETTINGS = ("embeddings", "freeze_embeddings", "source_embeddings")
 
 
 def register(spec: ModelSpec) -> ModelSpec:

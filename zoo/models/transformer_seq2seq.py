@@ -164,9 +164,14 @@ class TransformerSeq2Seq(keras.Model):
 
     def token_embedding_layer(self) -> keras.layers.Embedding:
         """The decoder's ``(vocab_size, d_model)`` target-token embedding (also the output
-        projection when tied): the table of the run's (target) tokenizer. The source embedding
-        is ``self.source_embedding.token_embedding`` (``zoo.pretrained_vectors``)."""
+        projection when tied): the table of the run's (target) tokenizer
+        (``zoo.pretrained_vectors``)."""
         return self.target_embedding.token_embedding
+
+    def source_token_embedding_layer(self) -> keras.layers.Embedding:
+        """The encoder's ``(source_vocab_size, d_model)`` source-token embedding: the table of
+        the source tokenizer (``zoo.pretrained_vectors``)."""
+        return self.source_embedding.token_embedding
 
     # -- the two halves ------------------------------------------------------------------------
 

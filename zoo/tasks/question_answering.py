@@ -195,6 +195,7 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
         total_steps=total_steps,
         monitor="val_loss",
         agree={"the vocabulary size": vocab_size, "the training windows": len(x_train)},
+        tokenizer=tok,  # model.embeddings matches its tokens
     )
     result = fit_resumable(out, settings, strategy, worker, plan, verbose=verbose)
     metrics = {}

@@ -151,6 +151,7 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
         agree={"the source vocabulary size": src_tok.vocab_size,
                "the target vocabulary size": tgt_tok.vocab_size,
                "the number of training pairs": len(train_pairs)},
+        tokenizer=tgt_tok, source_tokenizer=src_tok,  # model.embeddings / source_embeddings
     )
     result = fit_resumable(out, settings, strategy, worker, plan, verbose=verbose)
     metrics = {}

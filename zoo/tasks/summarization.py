@@ -194,6 +194,7 @@ def train(model: str, data: str, out: str, *, preset: str = "tiny", tokenizer: s
         monitor="val_token_nll",
         agree={"the vocabulary size": tok.vocab_size,
                "the number of training pairs": len(train_pairs)},
+        tokenizer=tok, source_tokenizer=tok,  # model.embeddings fills both tables
     )
     result = fit_resumable(out, settings, strategy, worker, plan, verbose=verbose)
     metrics = {}
