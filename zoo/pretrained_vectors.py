@@ -454,8 +454,9 @@ def freeze_as_recorded(model, config: dict):
     since a training checkpoint lists the trainable variables without the frozen tables."""
     if config.get(RECORD_KEY, {}).get("freeze"):
         embedding_layer(model).trainable = False
-    if config.get(SOURCE_RECORD_KEY, {}).get("freeze") and _source_layer(model) is not None:
-        _source_layer(model).trainable = False
+    source = _source_layer(model)
+    if config.get(SOURCE_RECORD_KEY, {}).get("freeze") and source is not None:
+        source.trainable = False
     return model
 
 
