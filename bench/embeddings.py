@@ -8,10 +8,10 @@ All three train on PTB's training split (``dataset:ptb``, its lines as sentences
 without it) with the same vector size, window, min_count and epochs; word2vec's both get the
 same negatives and subsampling threshold ``sample``:
 
-* zoo word2vec: ``zoo.train("word2vec", ...)``, the task's defaults (batch 1024, AdamW with
-  learning rate 0.005, warm-up then cosine decay);
+* zoo word2vec: ``zoo.train("word2vec", ...)``, the task's defaults (batch 2048, AdamW with
+  learning rate 0.01, warm-up then cosine decay);
 * zoo glove: ``zoo.train("glove", ...)`` with ``window`` (1/d-weighted co-occurrences), x_max 100,
-  alpha 0.75, batch 1024, learning rate 0.005; final vectors W + W~;
+  alpha 0.75, batch 2048, learning rate 0.01; final vectors W + W~;
 * gensim: ``Word2Vec(sg=1, vector_size, window, negative, min_count, sample, epochs,
   workers=2)``: linear decay of the SGD rate from 0.025, Hogwild threads.
 
