@@ -81,13 +81,44 @@ def test_malformed_files_are_clear_errors(tmp_path, content, message):
         pv.read_vectors(str(path))
 
 
-def test_missing_and_binary_files_are_clear_errors(tmp_path):
+def test_missing_truncated_and_non_utf8_files_are_clear_errors(tmp_path):
     with pytest.raises(ZooError, match="no word-vector file"):
         pv.read_vectors(str(tmp_path / "absent.txt"))
     binary = tmp_path / "vectors.bin"
-    binary.write_bytes(b"2 2\nthe \x9a\x99\x99\x3d\xcd\xcc\x4c\x3e\n")  # word2vec binary rows
-    with pytest.raises(ZooError, match="not UTF-8 text: a binary word2vec file"):
+    binary.write_bytes(b"2 2\nthe \x9a\x99\x99\x3d\xcd\xcc\x4c\x3e\n")  # one of two rows
+    with pytest.raises(ZooError, match="announces 2 vectors but the file holds 1"):
         pv.read_vectors(str(binary))
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9 0.1 0.2\n".encode("latin-1"))
+    with pytest.raises(ZooError, match="not UTF-8 text, and has no 'COUNT DIM' line"):
+        pv.read_vectors(str(latin1))
+
+
+@pytest.mark.parametrize("name", ["vectors.bin", "vectors.bin.gz"])
+def test_binary_word2vec_files_read_as_gensim_writes_them(small_vectors, tmp_path, name):
+    """gensim's ``save_word2vec_format(binary=True)`` (no newline after a vector) and
+    word2vec.c's rows (a newline after each) read back exactly, words with spaces aside."""
+    from gensim.models import KeyedVectors
+
+    words, vectors, _ = small_vectors
+    words, vectors = words[:5], vectors[:5]  # "a word" cannot be written in the binary format
+    keyed = KeyedVectors(DIM)
+    keyed.add_vectors(words, vectors)
+    path = str(tmp_path / name)
+    keyed.save_word2vec_format(path, binary=True)
+    read = pv.read_vectors(path)
+    assert (read.format, read.words, read.dim) == ("word2vec", words, DIM)
+    np.testing.assert_array_equal(read.vectors, vectors)
+    only = pv.read_vectors(path, keep={"dog"})
+    assert only.words == ["dog"]
+    np.testing.assert_array_equal(only.vectors, vectors[3:4])
+    c_tool = tmp_path / "c.bin"  # word2vec.c: "%s " then the floats, then "\n"
+    c_tool.write_bytes(f"{len(words)} {DIM}\n".encode() + b"".join(
+        w.encode() + b" " + v.astype("<f4").tobytes() + b"\n" for w, v in zip(words, vectors,
+                                                                            strict=True)))
+    read = pv.read_vectors(str(c_tool))
+    assert read.words == words
+    np.testing.assert_array_equal(read.vectors, vectors)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@
 Files (auto-detected): the **word2vec text format** (a ``COUNT DIM`` header line, then one
 ``word v_1 ... v_DIM`` line per word: gensim's ``KeyedVectors.save_word2vec_format(binary=False)``)
 and the **GloVe text format** (the same lines without the header: Stanford's ``glove.6B.100d.txt``).
-UTF-8, optionally gzip-compressed (``.gz``); a binary word2vec file is refused with a hint.
+UTF-8, optionally gzip-compressed (``.gz``). Binary word2vec files (``COUNT DIM``, then each word
+and its DIM float32: word2vec.c's ``-binary 1``, Google's ``GoogleNews-vectors-negative300.bin``,
+gensim's ``binary=True``) are read too, detected by their bytes.
 
 Which tokens are words: every token of a ``word`` or ``char`` tokenizer; a ``wordpiece`` token
 unless it is a ``##`` continuation piece; a ``sentencepiece`` (``▁``) or byte-level BPE (``Ġ``)
@@ -176,16 +178,20 @@ def _parse(values: list[str] | str, path: str, number: int) -> np.ndarray:
 
 
 def read_vectors(path: str, keep: Collection[str] | None = None) -> VectorFile:
-    """Read a word2vec or GloVe text file (the format is detected from its first line).
+    """Read a word2vec or GloVe text file (the format is detected from its first line), or a
+    binary word2vec file (a ``COUNT DIM`` line followed by bytes that are not UTF-8 text).
 
     ``keep``: only these words' vectors are parsed and returned (every row's length is still
-    checked); None reads all. Bad input raises ``ZooError``: a missing, empty, binary or
-    non-UTF-8 file, a header that is not ``COUNT DIM`` or disagrees with the rows, a row with a
-    different number of values than the others (ragged), a value that is not a finite number.
+    checked); None reads all. Bad input raises ``ZooError``: a missing or empty file, a
+    non-UTF-8 file without a header, a truncated binary file, a header that is not ``COUNT DIM``
+    or disagrees with the rows, a row with a different number of values than the others
+    (ragged), a value that is not a finite number.
     """
     path = os.path.abspath(os.path.expanduser(str(path)))
     if not os.path.isfile(path):
         raise ZooError(f"no word-vector file {path}")
+    if _is_binary(path):
+        return _read_binary(path, keep)
     words: list[str] = []
     vectors: list[np.ndarray] = []
     try:
@@ -215,9 +221,8 @@ def read_vectors(path: str, keep: Collection[str] | None = None) -> VectorFile:
                 if header is not None:
                     count -= 1
     except UnicodeDecodeError:
-        raise ZooError(f"{path} is not UTF-8 text: a binary word2vec file? Convert it with "
-                       "gensim: KeyedVectors.load_word2vec_format(path, binary=True)"
-                       ".save_word2vec_format(out, binary=False)") from None
+        raise ZooError(f"{path} is not UTF-8 text, and has no 'COUNT DIM' line of a binary "
+                       "word2vec file") from None
     except (OSError, EOFError) as err:  # an unreadable or truncated .gz
         raise ZooError(f"cannot read {path}: {err}") from None
     if header is not None and count != 0:
@@ -225,6 +230,59 @@ def read_vectors(path: str, keep: Collection[str] | None = None) -> VectorFile:
                        f"{header[0] - count:,}")
     matrix = np.stack(vectors) if vectors else np.zeros([0, dim], np.float32)
     return VectorFile(path=path, format=fmt, words=words, vectors=matrix, dim=dim)
+
+
+def _is_binary(path: str) -> bool:
+    """Whether ``path`` starts like a binary word2vec file: a ``COUNT DIM`` line, then bytes
+    that are not UTF-8 (a multi-byte character cut by the sample's end aside)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            first = f.readline(256).decode("ascii", "replace")
+            sample = f.read(1 << 16) if _header(first) is not None else b""
+    except (OSError, EOFError) as err:
+        raise ZooError(f"cannot read {path}: {err}") from None
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return err.start < len(sample) - 3
+    return False
+
+
+def _read_binary(path: str, keep: Collection[str] | None) -> VectorFile:
+    """Read a binary word2vec file: the ``COUNT DIM`` text line, then per word its UTF-8 bytes,
+    a space and DIM little-endian float32 (word2vec.c ends each row with a newline, gensim does
+    not; a newline before a word is skipped). Bytes that are not UTF-8 in a word are replaced."""
+    opener = gzip.open if path.endswith(".gz") else open
+    words: list[str] = []
+    vectors: list[np.ndarray] = []
+    try:
+        with opener(path, "rb") as f:
+            count, dim = _header(f.readline().decode("ascii", "replace"))
+            width = 4 * dim
+            buffer, start = b"", 0
+            for number in range(1, count + 1):
+                while True:  # the word: up to its space, then the vector's bytes
+                    space = buffer.find(b" ", start)
+                    if space >= 0 and len(buffer) >= space + 1 + width:
+                        break
+                    chunk = f.read(1 << 20)
+                    if not chunk:
+                        raise ZooError(f"{path}: the header announces {count:,} vectors but the "
+                                       f"file holds {number - 1:,} (a truncated binary file?)")
+                    buffer, start = buffer[start:] + chunk, 0
+                word = buffer[start:space].lstrip(b"\n").decode("utf-8", "replace")
+                if keep is None or word in keep:
+                    vector = np.frombuffer(buffer, "<f4", dim, space + 1).astype(np.float32)
+                    if not np.isfinite(vector).all():
+                        raise ZooError(f"{path} vector {number} ({word!r}): inf or nan")
+                    words.append(word)
+                    vectors.append(vector)
+                start = space + 1 + width
+    except (OSError, EOFError) as err:  # an unreadable or truncated .gz
+        raise ZooError(f"cannot read {path}: {err}") from None
+    matrix = np.stack(vectors) if vectors else np.zeros([0, dim], np.float32)
+    return VectorFile(path=path, format="word2vec", words=words, vectors=matrix, dim=dim)
 
 
 # ------------------------------------------------------------------------------------------------
