@@ -111,10 +111,11 @@ class Matched:
     tokens: int
     freeze: bool
 
-    def message(self) -> str:
-        """``pretrained embeddings: matched 9,123 of 10,000 tokens from FILE (fine-tuned)``."""
+    def message(self, what: str = "embeddings") -> str:
+        """``pretrained embeddings: matched 9,123 of 10,000 tokens from FILE (fine-tuned)``
+        (``what``: which table, e.g. ``"source embeddings"``)."""
         how = "static: frozen" if self.freeze else "fine-tuned"
-        return (f"pretrained embeddings: matched {self.matched:,} of {self.tokens:,} tokens "
+        return (f"pretrained {what}: matched {self.matched:,} of {self.tokens:,} tokens "
                 f"from {self.path} ({self.format}, {self.dim} dimensions; {how})")
 
     def record(self) -> dict:
@@ -354,10 +355,11 @@ def embedding_layer(model):
 
 def load_into(model, tokenizer, path: str, *, freeze: bool = False,
               width_setting: str | None = None, verbose: int | None = None,
-              layer: keras.layers.Embedding | None = None) -> Matched:
+              layer: keras.layers.Embedding | None = None,
+              what: str = "embeddings") -> Matched:
     """Set the rows of ``model.token_embedding_layer()`` (or ``layer``, another table of
     ``model``) of every token of ``tokenizer`` found in the word2vec/GloVe file ``path``; the
-    other rows keep their values.
+    other rows keep their values (``what``: the table's name in the message).
 
     ``freeze``: the layer stops training (``trainable = False``). ``width_setting``: the model
     setting that sets the embedding width, named in the error when the file's vectors have
@@ -392,7 +394,7 @@ def load_into(model, tokenizer, path: str, *, freeze: bool = False,
     matched = Matched(path=vectors.path, format=vectors.format, dim=vectors.dim,
                       matched=len(rows), exact=exact, tokens=len(vocabulary) - len(special),
                       freeze=bool(freeze))
-    progress.echo(matched.message(), verbose)
+    progress.echo(matched.message(what), verbose)
     if matched.matched < MIN_MATCHED_FRACTION * max(matched.tokens, 1):
         log.warning("only %d of %d tokens (%.2f%%) have a vector in %s: is the tokenizer (%s) "
                     "word-level, and the file's case and language the corpus'?", matched.matched,
@@ -470,6 +472,11 @@ class _Table:
     layer: keras.layers.Embedding
     tokenizer: object
 
+    @property
+    def name(self) -> str:
+        """``embeddings`` or ``source embeddings``, for messages."""
+        return "source embeddings" if self.record_key == SOURCE_RECORD_KEY else "embeddings"
+
 
 def _source_layer(model):
     """The source table of an encoder-decoder ``model`` (``source_token_embedding_layer``), or
@@ -538,7 +545,7 @@ def initialise(model, overrides: dict, tokenizer, *, out: str, resuming: bool,
         for table in tables:
             if freeze:
                 table.layer.trainable = False
-            progress.echo(f"pretrained embeddings ({table.record_key}) from "
+            progress.echo(f"pretrained {table.name} from "
                           f"{overrides[table.setting]}: restored from the checkpoint"
                           + (" (static: frozen)" if freeze else ""), verbose)
         return model
@@ -550,7 +557,8 @@ def initialise(model, overrides: dict, tokenizer, *, out: str, resuming: bool,
                            "word2vec/glove does)")
         entries[table.record_key] = load_into(
             model, table.tokenizer, overrides[table.setting], freeze=freeze,
-            width_setting=_width_setting(model_name), verbose=verbose, layer=table.layer)
+            width_setting=_width_setting(model_name), verbose=verbose, layer=table.layer,
+            what=table.name)
     if is_chief:
         _record(out, entries)
     return model
