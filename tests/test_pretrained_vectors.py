@@ -397,3 +397,16 @@ def test_question_answering_takes_vectors_for_its_encoder(data_dir, tmp_path):
                                      "max_context_tokens": 400}, **TINY_FIT)
     _check_table(run.model.token_embedding_layer(), run.tokenizer, vectors,
                  run.config["pretrained_embeddings"])
+
+
+def test_a_run_stopped_by_a_width_mismatch_says_how_to_start_afresh(corpus_and_vectors,
+                                                                   tmp_path):
+    """The vectors' width is checked when the model is built: the run directory then holds its
+    config and tokenizer but no checkpoint, and a retry with the fixed width is told so."""
+    corpus, path, _ = corpus_and_vectors
+    out = str(tmp_path / "run")
+    with pytest.raises(ZooError, match="set model.embedding_dim=32"):
+        zoo.train("lstm_lm", corpus, out, model_overrides={"embeddings": path,
+                                                           "embedding_dim": 16}, **TRAIN)
+    with pytest.raises(ZooError, match="stopped before its first checkpoint: remove"):
+        zoo.train("lstm_lm", corpus, out, model_overrides={"embeddings": path}, **TRAIN)

@@ -115,9 +115,15 @@ def open_run(out: str, record: dict, worker, keys: tuple[str, ...] = RESUMABLE_K
     before, now = _identity(previous, keys), _identity(record, keys)
     differs = [k for k in keys if before.get(k) != now.get(k)]
     if differs:
+        checkpoint_dir = os.path.join(out, CHECKPOINT_DIR)
+        trained = (os.path.exists(os.path.join(out, MODEL_FILE))
+                   or bool(portable_checkpoints(checkpoint_dir))
+                   or _has_tf_checkpoint(checkpoint_dir))
+        hint = ("" if trained else
+                f" (it stopped before its first checkpoint: remove {out} to start it afresh)")
         raise ZooError(
             f"{out} already holds a run with other settings ({', '.join(differs)} differ); "
-            "use a new --out directory or the same settings to resume"
+            f"use a new --out directory or the same settings to resume{hint}"
         )
     metrics_path = os.path.join(out, METRICS_FILE)
     if os.path.exists(os.path.join(out, MODEL_FILE)) and os.path.exists(metrics_path):
