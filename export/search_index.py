@@ -67,15 +67,9 @@ class _SearchModule(ExportModule):
 
 
 def _warmup_records(texts: list[str]) -> list[bytes]:
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    from zoo.tasks.warmup import predict_logs, text_array
 
-    request = predict_pb2.PredictRequest(
-        model_spec=model_pb2.ModelSpec(signature_name=SEARCH_SIGNATURE))
-    request.inputs["query"].CopyFrom(tf.make_tensor_proto(
-        np.array([t.encode("utf-8") for t in texts], dtype=object)))
-    entry = prediction_log_pb2.PredictionLog(
-        predict_log=prediction_log_pb2.PredictLog(request=request))
-    return [entry.SerializeToString()]
+    return predict_logs({SEARCH_SIGNATURE: {"query": text_array(texts)}})
 
 
 def export_search_model(index, base: str, version: int | None = None,

@@ -97,6 +97,7 @@ from zoo.generation.samplers import GreedySampler, RandomSampler
 from zoo.generation.window import decode_windowed, slide
 from zoo.special_tokens import BOS_ID, EOS_ID
 from zoo.tasks.export_module import ExportModule
+from zoo.tasks.warmup import predict_logs, sample_rows, text_array
 
 __all__ = ["CausalLMModule", "build_serving_module", "serving_module", "warmup_records"]
 
@@ -439,19 +440,10 @@ def serving_module(run, *, max_new_tokens: int = 256, temperature: float = 0.0, 
     return module, module.signatures(), settings
 
 
-def _warmup_prompts(tokenizer) -> list[bytes]:
-    """Two prompts of different lengths made of in-vocabulary tokens."""
-    size = tokenizer.vocab_size
-    first = [4 + i % max(size - 4, 1) for i in range(3)]
-    second = [4 + (i * 7 + 1) % max(size - 4, 1) for i in range(9)]
-    texts = tokenizer.detokenize(tf.constant([first + [0] * 6, second], tf.int32)).numpy()
-    return [bytes(t) for t in texts]
-
-
 def _warmup_records(tokenizer, max_new_tokens: int) -> list[bytes]:
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
-    prompts = np.array(_warmup_prompts(tokenizer), dtype=object)
+    first, second = sample_rows(tokenizer.vocab_size)  # two prompts of different lengths
+    prompts = text_array(tokenizer.detokenize(
+        tf.constant([first + [0] * (len(second) - len(first)), second], tf.int32)).numpy())
     batch = len(prompts)
     budget = min(max_new_tokens, 8)
     requests = {
@@ -466,18 +458,7 @@ def _warmup_records(tokenizer, max_new_tokens: int) -> list[bytes]:
         },
         "score": {"text": prompts},
     }
-    records = []
-    for signature, inputs in requests.items():
-        request = predict_pb2.PredictRequest(
-            model_spec=model_pb2.ModelSpec(signature_name=signature)
-        )
-        for name, value in inputs.items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-        log = prediction_log_pb2.PredictionLog(
-            predict_log=prediction_log_pb2.PredictLog(request=request)
-        )
-        records.append(log.SerializeToString())
-    return records
+    return predict_logs(requests)
 
 
 def warmup_records(run, *, max_new_tokens: int = 256, **_ignored) -> list[bytes]:

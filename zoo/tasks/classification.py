@@ -59,6 +59,7 @@ from zoo.models.bert_mlm import ENCODER_FIELDS
 from zoo.run import LoadedRun
 from zoo.tasks.base import Task, register_task
 from zoo.tasks.export_module import ExportModule
+from zoo.tasks.warmup import predict_logs, sample_rows, text_array
 from zoo.tokenizers import load_tokenizer, train_tokenizer
 from zoo.training import make_settings
 
@@ -361,28 +362,17 @@ def example_proto(text: str) -> bytes:
 
 def warmup_records(run: LoadedRun) -> list[bytes]:
     """A ``predict`` PredictionLog and a ``classify`` one (two texts each)."""
-    from tensorflow_serving.apis import (
-        classification_pb2,
-        model_pb2,
-        predict_pb2,
-        prediction_log_pb2,
-    )
+    from tensorflow_serving.apis import classification_pb2, model_pb2, prediction_log_pb2
 
-    size = run.tokenizer.vocab_size
-    texts = [run.tokenizer.decode([4 + i % max(size - 4, 1) for i in range(3)]),
-             run.tokenizer.decode([4 + (7 * i + 1) % max(size - 4, 1) for i in range(9)])]
-    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name="predict"))
-    request.inputs["text"].CopyFrom(
-        tf.make_tensor_proto(np.array([t.encode("utf-8") for t in texts], dtype=object)))
-    predict_log = prediction_log_pb2.PredictionLog(
-        predict_log=prediction_log_pb2.PredictLog(request=request))
+    texts = [run.tokenizer.decode(row) for row in sample_rows(run.tokenizer.vocab_size)]
+    [predict_log] = predict_logs({"predict": {"text": text_array(texts)}})
     classify_request = classification_pb2.ClassificationRequest(
         model_spec=model_pb2.ModelSpec(signature_name="classify"))
     for text in texts:
         classify_request.input.example_list.examples.add().ParseFromString(example_proto(text))
     classify_log = prediction_log_pb2.PredictionLog(
         classify_log=prediction_log_pb2.ClassifyLog(request=classify_request))
-    return [predict_log.SerializeToString(), classify_log.SerializeToString()]
+    return [predict_log, classify_log.SerializeToString()]
 
 
 # ------------------------------------------------------------------------------------------------

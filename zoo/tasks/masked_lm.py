@@ -65,6 +65,7 @@ from zoo.models.bert_mlm import masked_mean
 from zoo.run import LoadedRun
 from zoo.tasks.base import Task, register_task
 from zoo.tasks.export_module import ExportModule
+from zoo.tasks.warmup import predict_logs, sample_rows, text_array
 from zoo.tokenizers import load_tokenizer, train_tokenizer
 from zoo.tokenizers.base import NUM_SPECIAL
 from zoo.training import make_settings
@@ -336,26 +337,14 @@ def serving_module(run: LoadedRun, top_k: int = 0, max_masks: int = MAX_MASKS, *
 
 def warmup_texts(run: LoadedRun) -> list[str]:
     """Two texts with masks made of in-vocabulary tokens."""
-    base = run.tokenizer
-    size = base.vocab_size
-    first = base.decode([NUM_SPECIAL + i % max(size - NUM_SPECIAL, 1) for i in range(3)])
-    second = base.decode([NUM_SPECIAL + (7 * i + 1) % max(size - NUM_SPECIAL, 1) for i in range(9)])
+    first, second = (run.tokenizer.decode(row) for row in sample_rows(run.tokenizer.vocab_size))
     return [f"{first} {masking.MASK_TOKEN}", f"{masking.MASK_TOKEN} {second} {masking.MASK_TOKEN}"]
 
 
 def warmup_records(run: LoadedRun) -> list[bytes]:
     """``PredictionLog`` records: ``fill_mask`` and ``embed`` on two texts."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
-    texts = np.array([t.encode("utf-8") for t in warmup_texts(run)], dtype=object)
-    records = []
-    for signature in ("fill_mask", "embed"):
-        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=signature))
-        request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts))
-        entry = prediction_log_pb2.PredictionLog(
-            predict_log=prediction_log_pb2.PredictLog(request=request))
-        records.append(entry.SerializeToString())
-    return records
+    texts = text_array(warmup_texts(run))
+    return predict_logs({signature: {"text": texts} for signature in ("fill_mask", "embed")})
 
 
 # ------------------------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ from zoo.tasks.qa_spans import (
     window_labels,
     word_edges,
 )
+from zoo.tasks.warmup import predict_logs, text_array
 from zoo.tokenizers import load_tokenizer, train_tokenizer
 from zoo.training import make_settings
 
@@ -348,18 +349,11 @@ def serving_module(run: LoadedRun, **_ignored):
 
 def warmup_records(run: LoadedRun) -> list[bytes]:
     """One ``answer`` PredictionLog (two pairs, one needing several windows)."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
     words = [w for w in run.tokenizer.vocabulary[4:] if w.isalpha()][:50] or ["text"]
     long_context = " ".join(words[i % len(words)] for i in range(3 * int(run.config["seq_len"])))
-    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name="answer"))
-    request.inputs["question"].CopyFrom(tf.make_tensor_proto(
-        np.array([words[0].encode(), words[-1].encode()], dtype=object)))
-    request.inputs["context"].CopyFrom(tf.make_tensor_proto(
-        np.array([" ".join(words[:10]).encode(), long_context.encode()], dtype=object)))
-    log = prediction_log_pb2.PredictionLog(
-        predict_log=prediction_log_pb2.PredictLog(request=request))
-    return [log.SerializeToString()]
+    return predict_logs({"answer": {
+        "question": text_array([words[0], words[-1]]),
+        "context": text_array([" ".join(words[:10]), long_context])}})
 
 
 # ------------------------------------------------------------------------------------------------

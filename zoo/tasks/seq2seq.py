@@ -38,6 +38,7 @@ from zoo.models.transformer_seq2seq import translate_ids
 from zoo.run import LoadedRun
 from zoo.tasks.base import Task, register_task
 from zoo.tasks.export_module import ExportModule
+from zoo.tasks.warmup import predict_logs, sample_rows, text_array
 from zoo.tokenizers import load_tokenizer, train_tokenizer
 from zoo.tokenizers.base import EOS_ID
 from zoo.training import make_settings
@@ -405,28 +406,17 @@ def serving_module(run: LoadedRun, max_new_tokens: int = 64, num_beams: int = 4,
     return module, signatures, settings
 
 
-def _warmup_sources(tokenizer) -> list[bytes]:
-    """Two source strings of different lengths made of in-vocabulary tokens."""
-    size = tokenizer.vocab_size
-    rows = [[4 + i % max(size - 4, 1) for i in range(3)],
-            [4 + (i * 7 + 1) % max(size - 4, 1) for i in range(9)]]
-    return [tokenizer.decode(row).encode("utf-8") for row in rows]
+def warmup_texts(tokenizer) -> np.ndarray:
+    """Two source texts of different lengths made of in-vocabulary tokens (UTF-8 bytes)."""
+    return text_array(tokenizer.decode(row) for row in sample_rows(tokenizer.vocab_size))
 
 
 def warmup_records(run: LoadedRun) -> list[bytes]:
     """``PredictionLog`` records (``translate``, ``serving_default``, ``translate_beam`` on two
     sources) that a server replays before answering."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
-    sources = np.array(_warmup_sources(_source_tokenizer(run)), dtype=object)
-    records = []
-    for signature in ("translate", "serving_default", "translate_beam"):
-        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=signature))
-        request.inputs["source"].CopyFrom(tf.make_tensor_proto(sources))
-        log = prediction_log_pb2.PredictionLog(
-            predict_log=prediction_log_pb2.PredictLog(request=request))
-        records.append(log.SerializeToString())
-    return records
+    sources = warmup_texts(_source_tokenizer(run))
+    return predict_logs({signature: {"source": sources}
+                         for signature in ("translate", "serving_default", "translate_beam")})
 
 
 # --------------------------------------------------------------------------------------------------

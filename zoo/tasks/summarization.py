@@ -51,6 +51,7 @@ from zoo.summary_metrics import rouge_best_reference
 from zoo.tasks import seq2seq
 from zoo.tasks.base import Task, register_task
 from zoo.tasks.export_module import ExportModule
+from zoo.tasks.warmup import predict_logs
 from zoo.tokenizers import load_tokenizer
 from zoo.training import make_settings
 
@@ -366,17 +367,9 @@ def serving_module(run: LoadedRun, max_new_tokens: int = 64, num_beams: int = 4,
 def warmup_records(run: LoadedRun) -> list[bytes]:
     """``PredictionLog`` records (``summarize``, ``serving_default``, ``summarize_beam`` on two
     texts) that a server replays before answering."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
-    texts = np.array(seq2seq._warmup_sources(run.tokenizer), dtype=object)
-    records = []
-    for signature in ("summarize", "serving_default", "summarize_beam"):
-        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=signature))
-        request.inputs[TEXT_INPUT].CopyFrom(tf.make_tensor_proto(texts))
-        log = prediction_log_pb2.PredictionLog(
-            predict_log=prediction_log_pb2.PredictLog(request=request))
-        records.append(log.SerializeToString())
-    return records
+    texts = seq2seq.warmup_texts(run.tokenizer)
+    return predict_logs({signature: {TEXT_INPUT: texts}
+                         for signature in ("summarize", "serving_default", "summarize_beam")})
 
 
 # --------------------------------------------------------------------------------------------------
