@@ -115,10 +115,8 @@ def open_run(out: str, record: dict, worker, keys: tuple[str, ...] = RESUMABLE_K
     before, now = _identity(previous, keys), _identity(record, keys)
     differs = [k for k in keys if before.get(k) != now.get(k)]
     if differs:
-        checkpoint_dir = os.path.join(out, CHECKPOINT_DIR)
         trained = (os.path.exists(os.path.join(out, MODEL_FILE))
-                   or bool(portable_checkpoints(checkpoint_dir))
-                   or _has_tf_checkpoint(checkpoint_dir))
+                   or _has_checkpoint(os.path.join(out, CHECKPOINT_DIR)))
         hint = ("" if trained else
                 f" (it stopped before its first checkpoint: remove {out} to start it afresh)")
         raise ZooError(
@@ -542,8 +540,7 @@ def fit_resumable(out: str, settings: TrainConfig, strategy, worker, plan: FitPl
     rescaled, so the same settings train the same model whatever the strategy. Runs on the
     Keras backend of the process, which must be ``settings.backend``. Pretrained word vectors
     (``model.embeddings``, ``model.source_embeddings``, ``model.freeze_embeddings``) go into each
-    newly built model
-    (``_with_pretrained_vectors``).
+    newly built model (``_with_pretrained_vectors``).
     """
     backends.ensure(settings.backend)
     plan = _with_pretrained_vectors(out, settings, worker, plan, verbose)
@@ -565,8 +562,7 @@ def _with_pretrained_vectors(out: str, settings: TrainConfig, worker, plan: FitP
     for a frozen table."""
     if not pretrained_vectors.wants_vectors(settings.model_overrides):
         return plan
-    checkpoint_dir = os.path.join(out, CHECKPOINT_DIR)
-    resuming = bool(portable_checkpoints(checkpoint_dir)) or _has_tf_checkpoint(checkpoint_dir)
+    resuming = _has_checkpoint(os.path.join(out, CHECKPOINT_DIR))
     build = plan.build_model
 
     def build_with_vectors() -> keras.Model:
@@ -581,6 +577,11 @@ def _with_pretrained_vectors(out: str, settings: TrainConfig, worker, plan: FitP
 # --------------------------------------------------------------------------------------------------
 # JAX (any backend but TensorFlow): Keras weights files as checkpoints
 # --------------------------------------------------------------------------------------------------
+
+def _has_checkpoint(checkpoint_dir: str) -> bool:
+    """Whether ``checkpoint_dir`` holds a checkpoint of either kind (a resume starts there)."""
+    return bool(portable_checkpoints(checkpoint_dir)) or _has_tf_checkpoint(checkpoint_dir)
+
 
 def _has_tf_checkpoint(checkpoint_dir: str) -> bool:
     return os.path.isfile(os.path.join(checkpoint_dir, "checkpoint"))
