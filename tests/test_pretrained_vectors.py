@@ -366,7 +366,11 @@ def test_translation_fills_target_and_source_tables_from_their_files(tmp_path):
                      config["pretrained_source_embeddings"])
 
 
-def test_summarizer_fills_both_tables_from_its_shared_vocabulary(tmp_path):
+def test_summarizer_fills_both_tables_from_its_shared_vocabulary(tmp_path, monkeypatch):
+    """Both tables hold the vectors; the file is read once for the two."""
+    reads = []
+    read_vectors = pv.read_vectors
+    monkeypatch.setattr(pv, "read_vectors", lambda *a, **k: reads.append(a) or read_vectors(*a, **k))
     dim = make_config("summarizer", "tiny").d_model
     documents = [f"{en} . {de_free}" for en, de_free in zip(ENGLISH, reversed(ENGLISH),
                                                             strict=True)]
@@ -380,6 +384,7 @@ def test_summarizer_fills_both_tables_from_its_shared_vocabulary(tmp_path):
                        ("pretrained_source_embeddings", run.model.source_token_embedding_layer())]:
         assert run.config[key]["path"] == path
         _check_table(layer, run.tokenizer, vectors, run.config[key])
+    assert len(reads) == 1
 
 
 def test_question_answering_takes_vectors_for_its_encoder(data_dir, tmp_path):

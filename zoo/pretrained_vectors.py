@@ -356,10 +356,11 @@ def embedding_layer(model):
 def load_into(model, tokenizer, path: str, *, freeze: bool = False,
               width_setting: str | None = None, verbose: int | None = None,
               layer: keras.layers.Embedding | None = None,
-              what: str = "embeddings") -> Matched:
+              what: str = "embeddings", read: dict | None = None) -> Matched:
     """Set the rows of ``model.token_embedding_layer()`` (or ``layer``, another table of
     ``model``) of every token of ``tokenizer`` found in the word2vec/GloVe file ``path``; the
-    other rows keep their values (``what``: the table's name in the message).
+    other rows keep their values (``what``: the table's name in the message). ``read``: files
+    already read, reused when the same words are wanted again (a shared vocabulary's tables).
 
     ``freeze``: the layer stops training (``trainable = False``). ``width_setting``: the model
     setting that sets the embedding width, named in the error when the file's vectors have
@@ -375,7 +376,12 @@ def load_into(model, tokenizer, path: str, *, freeze: bool = False,
                if i in _special_ids(tokenizer) or token in SPECIAL_TOKENS}
     words = token_words(tokenizer.kind, vocabulary, special)
     wanted = set(words.values()) | {w.lower() for w in words.values()}
-    vectors = read_vectors(path, keep=wanted)
+    key = (os.path.abspath(os.path.expanduser(str(path))), frozenset(wanted))
+    vectors = read.get(key) if read is not None else None
+    if vectors is None:
+        vectors = read_vectors(path, keep=wanted)
+        if read is not None:
+            read[key] = vectors
     if vectors.dim != layer.output_dim:
         setting = width_setting or "the embedding width"
         raise ZooError(
@@ -549,7 +555,7 @@ def initialise(model, overrides: dict, tokenizer, *, out: str, resuming: bool,
                           f"{overrides[table.setting]}: restored from the checkpoint"
                           + (" (static: frozen)" if freeze else ""), verbose)
         return model
-    entries = {}
+    entries, read = {}, {}
     for table in tables:
         if table.tokenizer is None or not hasattr(table.tokenizer, "vocabulary"):
             raise ZooError(f"model.{table.setting} needs the run's tokenizer, which this trainer "
@@ -558,7 +564,7 @@ def initialise(model, overrides: dict, tokenizer, *, out: str, resuming: bool,
         entries[table.record_key] = load_into(
             model, table.tokenizer, overrides[table.setting], freeze=freeze,
             width_setting=_width_setting(model_name), verbose=verbose, layer=table.layer,
-            what=table.name)
+            what=table.name, read=read)
     if is_chief:
         _record(out, entries)
     return model
